@@ -1,0 +1,33 @@
+"""cream: one-shot neural architecture search and efficient vision transformers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+
+def supernet(space: Any, **overrides: Any) -> Any:
+    """Build the supernet of a named space, a space config (mapping or YAML path) or a space.
+
+    `net.space.sample(rng)` draws an arch, `net.set_arch(arch)` selects it for the next
+    forwards and `net.extract(arch)` returns the standalone model.
+    """
+    from cream.registry import build_supernet, get_space
+
+    return build_supernet(get_space(space, **overrides))
+
+
+def profile(model_or_arch: Any, input_size: tuple[int, int, int] | None = None, space: Any = None) -> dict:
+    """`{"params": int, "macs": int}` of a model, a timm model name, or an arch of `space`."""
+    from cream.profiling import profile as _profile
+
+    return _profile(model_or_arch, input_size=input_size, space=space)
+
+
+def _register_models() -> None:
+    """Import the model modules so that `timm.create_model("autoformer_tiny")` etc. work."""
+    import cream.models  # noqa: F401
+
+
+_register_models()

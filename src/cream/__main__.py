@@ -1,0 +1,3 @@
+from cream.cli import main
+
+raise SystemExit(main())

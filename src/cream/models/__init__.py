@@ -1,0 +1,1 @@
+"""Standalone models, registered with timm on import."""

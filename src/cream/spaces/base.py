@@ -1,0 +1,78 @@
+"""The search-space protocol shared by every family.
+
+A space is plain data: it knows its choices and how to sample, mutate, cross over, validate
+and count an architecture ("arch"). An arch is a small JSON-serialisable dict. Nothing here
+imports torch, so searches over a space are fast and easy to test.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from cream.errors import ArchError
+
+Arch = dict[str, Any]
+
+
+@runtime_checkable
+class Space(Protocol):
+    """What search, supernets and the CLI need from a search space."""
+
+    name: str
+
+    def sample(self, rng: random.Random) -> Arch:
+        """Draw one arch uniformly from the space."""
+
+    def mutate(self, arch: Arch, rng: random.Random) -> Arch:
+        """Return a new arch close to `arch` (the family's own mutation rule)."""
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch | None:
+        """Mix two parents gene by gene; None where they are not compatible."""
+
+    def validate(self, arch: Arch) -> Arch:
+        """Return the arch in canonical form, or raise `ArchError` naming field, value and choices."""
+
+    def cost(self, arch: Arch) -> dict[str, int]:
+        """Analytic `{"params": int, "macs": int}` of the arch, without building a model."""
+
+
+def arch_key(arch: Arch) -> Hashable:
+    """A hashable identity for an arch (canonical JSON), used to skip visited archs."""
+    return json.dumps(arch, sort_keys=True, separators=(",", ":"))
+
+
+def check_choice(field: str, value: Any, choices: Sequence[Any]) -> Any:
+    """Return `value` if it is one of `choices`, else raise an `ArchError` that lists them."""
+    for c in choices:
+        if value == c and type(value) is not bool:
+            return c
+    raise ArchError(f"arch field '{field}' = {value!r} is not allowed; choose one of {list(choices)}")
+
+
+def check_keys(arch: Any, required: Sequence[str], where: str = "arch") -> None:
+    """Raise `ArchError` unless `arch` is a dict with exactly the `required` keys."""
+    if not isinstance(arch, dict):
+        raise ArchError(f"{where} must be a JSON object with keys {list(required)}, got {type(arch).__name__}")
+    missing = [k for k in required if k not in arch]
+    extra = [k for k in arch if k not in required]
+    if missing or extra:
+        raise ArchError(
+            f"{where} has missing keys {missing} and unknown keys {extra}; expected exactly {list(required)}"
+        )
+
+
+def load_arch(path: str) -> Arch:
+    """Read an arch JSON file (either the arch itself or a file with an "arch" entry)."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ArchError(f"arch file '{path}' does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ArchError(f"arch file '{path}' is not valid JSON: {e}") from None
+    if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
+        return data["arch"]
+    return data

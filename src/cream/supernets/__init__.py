@@ -1,0 +1,1 @@
+"""Supernets, one module per space family; importing this package registers them all."""

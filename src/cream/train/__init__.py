@@ -1,0 +1,1 @@
+"""The training engine and the supernet-training strategies plugged into it."""
