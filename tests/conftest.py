@@ -1,0 +1,34 @@
+"""Shared test fixtures.
+
+The real datasets live in `../shared/data` beside the repository (override with the
+CREAM_SHARED_DATA environment variable); tests that need them skip cleanly without them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def cifar10_archive() -> Path:
+    path = shared_data_dir() / "cifar10" / "cifar10-jpg.tar.gz"
+    if not path.is_file():
+        pytest.skip(f"real CIFAR-10 archive not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def nb201_table() -> Path:
+    path = shared_data_dir() / "nb201" / "nb201.csv"
+    if not path.is_file():
+        pytest.skip(f"NAS-Bench-201 table not found at {path}")
+    return path
