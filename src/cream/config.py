@@ -1,0 +1,281 @@
+"""Typed run configs: YAML files and `--set` overrides, loaded into dataclasses.
+
+Every field has a type and a default; `field(metadata=...)` adds the allowed range or choices.
+Loading checks unknown keys, types and ranges, and raises a one-line `ConfigError` naming the
+dotted key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from cream.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def option(default: Any, *, choices: list | None = None, lo: float | None = None, hi: float | None = None,
+        doc: str = "") -> Any:
+    """A config field with its default, allowed choices or numeric range, and a short doc."""
+    meta = {"choices": choices, "lo": lo, "hi": hi, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    """Where images come from and how they are split, augmented and batched."""
+
+    name: str = option("digits", choices=["digits", "cifar10", "cifar100", "imagefolder"],
+                    doc="digits is embedded (scikit-learn); the others read `root`")
+    root: str = option("", doc="dataset folder, or a .tar/.tar.gz of an ImageFolder tree")
+    image_size: int = option(32, lo=8, hi=1024)
+    val_fraction: float = option(0.1, lo=0.0, hi=0.9, doc="held out of train for validation and search")
+    test_fraction: float = option(0.2, lo=0.05, hi=0.9, doc="digits only: part kept for the test split")
+    split_seed: int = option(0, lo=0)
+    train_per_class: int = option(0, lo=0, doc="keep at most this many train images per class (0 = all)")
+    test_per_class: int = option(0, lo=0, doc="keep at most this many test images per class (0 = all)")
+    batch_size: int = option(64, lo=1, doc="per process")
+    eval_batch_size: int = option(256, lo=1)
+    workers: int = option(0, lo=0)
+    mean: list[float] = option([0.5, 0.5, 0.5])
+    std: list[float] = option([0.5, 0.5, 0.5])
+    interpolation: str = option("bilinear", choices=["nearest", "bilinear", "bicubic"])
+    crop_pct: float = option(1.0, lo=0.1, hi=1.0, doc="eval: resize to size/crop_pct, then center crop")
+    train_crop: str = option("none", choices=["none", "pad", "rrc"],
+                          doc="none: resize only; pad: pad-and-random-crop; rrc: random resized crop")
+    pad: int = option(4, lo=0)
+    rrc_scale: list[float] = option([0.08, 1.0])
+    hflip: float = option(0.0, lo=0.0, hi=1.0)
+    auto_augment: str = option("", doc="timm policy string, e.g. rand-m9-mstd0.5-inc1 ('' = off)")
+    re_prob: float = option(0.0, lo=0.0, hi=1.0, doc="random erasing probability")
+    mixup: float = option(0.0, lo=0.0)
+    cutmix: float = option(0.0, lo=0.0)
+    mixup_prob: float = option(1.0, lo=0.0, hi=1.0)
+    mixup_switch_prob: float = option(0.5, lo=0.0, hi=1.0)
+    cache: bool = option(True, doc="decode small images once into a uint8 array cache")
+    cache_dir: str = option("", doc="default: $CREAM_CACHE_DIR or ~/.cache/cream")
+    on_corrupt: str = option("error", choices=["error", "skip"], doc="corrupt image: stop, or warn and skip")
+
+
+@dataclass
+class ModelConfig:
+    """The standalone model: any timm model name (ours are registered with timm too)."""
+
+    name: str = option("resnet18")
+    drop_path: float = option(0.0, lo=0.0, hi=1.0)
+    drop: float = option(0.0, lo=0.0, hi=1.0)
+    kwargs: dict = option({}, doc="extra keyword arguments for timm.create_model")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and learning-rate schedule (timm's factories)."""
+
+    opt: str = option("adamw", doc="any timm optimizer name")
+    lr: float = option(1e-3, lo=0.0)
+    weight_decay: float = option(0.05, lo=0.0)
+    momentum: float = option(0.9, lo=0.0, hi=1.0)
+    sched: str = option("cosine", choices=["cosine", "step", "multistep", "plateau", "poly", "tanh", "none"])
+    warmup_epochs: float = option(0.0, lo=0.0)
+    warmup_lr: float = option(1e-6, lo=0.0)
+    min_lr: float = option(1e-5, lo=0.0)
+    decay_epochs: float = option(30.0, lo=0.0, doc="step schedule period")
+    decay_rate: float = option(0.1, lo=0.0)
+    clip_grad: float = option(0.0, lo=0.0, doc="0 = off")
+    smoothing: float = option(0.0, lo=0.0, hi=1.0, doc="label smoothing")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop: precision, checkpoints, logging."""
+
+    epochs: int = option(10, lo=0)
+    seed: int = option(0, lo=0)
+    device: str = option("auto", choices=["auto", "cpu", "cuda"])
+    amp: str = option("none", choices=["none", "bf16", "fp16"])
+    channels_last: bool = option(False)
+    compile: bool = option(False)
+    ema_decay: float = option(0.0, lo=0.0, hi=1.0, doc="0 = no EMA")
+    ckpt_every_steps: int = option(0, lo=0, doc="0 = only at the end of each epoch")
+    ckpt_every_epochs: int = option(1, lo=1)
+    keep_checkpoints: int = option(2, lo=1)
+    deterministic: bool = option(False, doc="deterministic algorithms (bit-identical resume on CPU)")
+    threads: int = option(0, lo=0, doc="torch intra-op threads (0 = torch default)")
+    on_nan: str = option("stop", choices=["stop", "skip"])
+    log_every: int = option(20, lo=1, doc="steps between metric lines")
+    eval_every_epochs: int = option(1, lo=1)
+    tensorboard: bool = option(False)
+    max_steps: int = option(0, lo=0, doc="stop after this many steps (0 = run all epochs)")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, model, optimizer, loop."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
+                base: dict | None = None) -> T:
+    """Build `cls` from defaults, then `base`, then the YAML file at `path`, then `KEY=VALUE` overrides."""
+    data: dict = _deep_merge({}, base or {})
+    if path is not None:
+        data = _deep_merge(data, read_yaml(path))
+    for item in overrides or []:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return from_dict(cls, data)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML mapping from a file, with one-line errors for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ConfigError(f"config file '{p}' is not valid YAML{at}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}' must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`a.b=1e-3` → ("a.b", value parsed as YAML)."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}' must look like KEY=VALUE (e.g. optim.lr=0.001)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set '{item}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
+    """Check `data` against dataclass `cls` (keys, types, ranges) and build it."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{prefix or '<top>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"'{prefix}{key}'"
+            raise ConfigError(f"config key {where} is unknown; allowed keys here: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        tp = hints[name]
+        dotted = prefix + name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, data[name], dotted + ".")
+        else:
+            kwargs[name] = _check_value(dotted, data[name], tp, f.metadata)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict of a config dataclass (for config.yaml)."""
+    return dataclasses.asdict(cfg)
+
+
+def _check_value(key: str, value: Any, tp: Any, meta: Any) -> Any:
+    value = _coerce(key, value, tp)
+    choices, lo, hi = meta.get("choices"), meta.get("lo"), meta.get("hi")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config key '{key}' = {value!r} is not allowed; choose one of {choices}")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        raise ConfigError(f"config key '{key}' = {value!r} is out of range; allowed: [{lo_s}, {hi_s}]")
+    return value
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' = {value!r} has the wrong type; expected a list")
+        return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' = {value!r} has the wrong type; expected a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}' = {value!r} has the wrong type; expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"config key '{key}' = {value!r} has the wrong type; expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads "1e-3" as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}' = {value!r} has the wrong type; expected a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"config key '{key}' = {value!r} has the wrong type; expected a string")
+    return value
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[part] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

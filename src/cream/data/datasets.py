@@ -1,0 +1,102 @@
+"""Torch datasets whose augmentation is a pure function of (run seed, epoch, sample index).
+
+The sampler hands out keys `(index, sample_seed)`; the dataset seeds the random generators
+the transforms use from that key before transforming. Augmentation therefore does not depend
+on the number of workers, the number of processes, or whether the run was resumed — which is
+what makes a resumed run bit-identical to an uninterrupted one and DDP match one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from cream.data.arrays import ImageArrays
+from cream.errors import DataError
+
+log = logging.getLogger(__name__)
+Key = int | tuple[int, int]
+
+
+@contextmanager
+def _seeded(key: Key) -> Iterator[int]:
+    """Yield the index of `key`; inside, torch/random/numpy are seeded from its sample seed.
+
+    The generators' previous states are restored afterwards, so the main process's own random
+    streams (dropout, mixup, path sampling) are not disturbed by data loading.
+    """
+    if not isinstance(key, tuple):
+        yield key
+        return
+    index, seed = key
+    saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    try:
+        yield index
+    finally:
+        torch.set_rng_state(saved[0])
+        random.setstate(saved[1])
+        np.random.set_state(saved[2])
+
+
+class ArrayDataset(Dataset):
+    """Images held in memory as uint8 arrays."""
+
+    def __init__(self, arrays: ImageArrays, transform: Callable) -> None:
+        self.arrays, self.transform = arrays, transform
+        self.classes = arrays.classes
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.arrays.labels
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
+        with _seeded(key) as i:
+            return self.transform(Image.fromarray(self.arrays.images[i])), int(self.arrays.labels[i])
+
+
+class FileDataset(Dataset):
+    """Images read from files on each access (large datasets such as ImageNet)."""
+
+    def __init__(self, samples: list[tuple[str, int]], classes: list[str], transform: Callable,
+                 on_corrupt: str = "error") -> None:
+        self.samples, self.classes, self.transform, self.on_corrupt = samples, classes, transform, on_corrupt
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.asarray([y for _, y in self.samples], dtype=np.int64)
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
+        with _seeded(key) as i:
+            return self._load(i)
+
+    def _load(self, i: int) -> tuple[torch.Tensor, int]:
+        for attempt in range(len(self.samples)):
+            path, label = self.samples[(i + attempt) % len(self.samples)]
+            try:
+                with Image.open(path) as im:
+                    image = im.convert("RGB")
+                return self.transform(image), label
+            except (UnidentifiedImageError, OSError) as e:
+                if self.on_corrupt == "error":
+                    raise DataError(f"image '{path}' cannot be decoded ({e.__class__.__name__}); "
+                                    "set data.on_corrupt=skip to skip such files") from None
+                self.skipped += 1
+                log.warning("skipping corrupt image %s (%d skipped so far)", path, self.skipped)
+        raise DataError("no image of the dataset can be decoded")

@@ -1,0 +1,1 @@
+"""Run summaries, reports and plots."""

@@ -1,0 +1,82 @@
+"""A run directory: resolved config, metrics, checkpoints, weights, summary and report.
+
+Only the main process writes. Creating a run in a folder that already holds a run is refused
+unless resuming, so nothing already written is lost by a typo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cream.errors import CreamError
+
+
+@dataclass
+class RunDir:
+    path: Path
+    write: bool = True
+
+    @classmethod
+    def create(cls, out: str | None, command: str, *, resume: bool = False, write: bool = True) -> RunDir:
+        """The run folder `out` (default runs/<command>-<time>); refuse to reuse a non-empty one unless resuming."""
+        path = Path(out) if out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if resume:
+            if not (path / "config.yaml").is_file():
+                raise CreamError(f"cannot resume '{path}': it holds no config.yaml (is it a run directory?)")
+        elif path.exists() and any(path.iterdir()):
+            raise CreamError(f"run directory '{path}' already exists and is not empty; "
+                             f"use --resume {path} to continue it, or another --out")
+        if write:
+            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return cls(path, write)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.write:
+            _atomic_write(self.path / name, text)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write_text(name, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+    def write_yaml(self, name: str, obj: Any) -> None:
+        self.write_text(name, yaml.safe_dump(obj, sort_keys=False))
+
+    def log_metrics(self, record: dict[str, Any]) -> None:
+        """Append one JSON object to metrics.jsonl."""
+        if self.write:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop metric lines logged after `step` (they are redone when a killed run resumes)."""
+        path = self.path / "metrics.jsonl"
+        if not self.write or not path.is_file():
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        _atomic_write(path, "".join(line + "\n" for line in keep))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,309 @@
+"""The one training loop, for standalone models and supernets alike.
+
+Generic machinery lives here: device and precision, DDP, timm's optimizer, scheduler, mixup,
+losses and EMA, checkpoints and resume, logging and progress. What differs between methods
+(which path a supernet takes, which loss) is a `Strategy`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cream.config import RunConfig
+from cream.data import Splits, eval_loader, train_loader
+from cream.errors import CheckpointError, TrainingError
+from cream.run_dir import RunDir
+from cream.train import checkpoint as ckpt
+from cream.train.distributed import Dist, all_sum, init_distributed
+from cream.train.strategy import Strategy
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int, deterministic: bool = False, threads: int = 0) -> None:
+    """Seed every generator; call before building the model so that its init is reproducible."""
+    import random
+
+    import numpy as np
+
+    if threads:
+        torch.set_num_threads(threads)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+class Engine:
+    """Trains `model` on `splits` as `cfg` says; writes into `run` (main process only)."""
+
+    def __init__(self, cfg: RunConfig, model: nn.Module, splits: Splits, run: RunDir | None,
+                 strategy: Strategy | None = None) -> None:
+        from timm.data import Mixup
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+        from timm.optim import create_optimizer_v2
+        from timm.utils import ModelEmaV3
+
+        self.cfg, self.splits, self.strategy = cfg, splits, strategy or Strategy()
+        t, d = cfg.train, cfg.data
+        self.device = pick_device(t.device)
+        self.dist: Dist = init_distributed(self.device.type)
+        self.run = run if run is None or self.dist.is_main else RunDir(run.path, write=False)
+
+        self.model = model.to(self.device)
+        if t.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model: nn.Module = self.model
+        if self.dist.enabled:
+            self.forward_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.strategy.find_unused_parameters)
+        if t.compile:
+            self.forward_model = torch.compile(self.forward_model)
+
+        o = cfg.optim
+        self.optimizer = create_optimizer_v2(self.model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay,
+                                             momentum=o.momentum)
+        pin = self.device.type == "cuda"
+        self.train_loader = train_loader(splits.train, d.batch_size, seed=t.seed, rank=self.dist.rank,
+                                         world=self.dist.world, workers=d.workers, pin_memory=pin)
+        self.steps_per_epoch = len(self.train_loader.batch_sampler)
+        self.scheduler = self._scheduler()
+        self.mixup = None
+        if d.mixup > 0 or d.cutmix > 0:
+            self.mixup = Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=d.mixup_prob,
+                               switch_prob=d.mixup_switch_prob, label_smoothing=o.smoothing,
+                               num_classes=splits.num_classes)
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif o.smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(o.smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+        self.eval_criterion = nn.CrossEntropyLoss(reduction="sum")
+        self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema_decay > 0 else None
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+        self.scaler = torch.amp.GradScaler(self.device.type) if t.amp == "fp16" and self.device.type == "cuda" \
+            else None
+        self.tb = None
+        if t.tensorboard and self.run is not None and self.run.write:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(self.run.path / "tensorboard"))
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.skipped_steps = 0
+        self.strategy.setup(self)
+
+    # -----------------------------------------------------------------------------------------
+    def _scheduler(self) -> Any:
+        from timm.scheduler import create_scheduler_v2
+
+        o, t = self.cfg.optim, self.cfg.train
+        if o.sched == "none":
+            return None
+        sched, _ = create_scheduler_v2(
+            self.optimizer, sched=o.sched, num_epochs=t.epochs, decay_epochs=o.decay_epochs,
+            decay_rate=o.decay_rate, min_lr=o.min_lr, warmup_lr=o.warmup_lr, warmup_epochs=o.warmup_epochs,
+            step_on_epochs=False, updates_per_epoch=self.steps_per_epoch)
+        return sched
+
+    @property
+    def total_steps(self) -> int:
+        total = self.cfg.train.epochs * self.steps_per_epoch
+        return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
+
+    # -----------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to the end (continuing from the last checkpoint if `resume` was called)."""
+        t = self.cfg.train
+        start = time.perf_counter()
+        while self.step < self.total_steps:
+            epoch_start, seen = time.perf_counter(), 0
+            self.train_loader.batch_sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            self.model.train()
+            bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch}",
+                       disable=not (self.dist.is_main and sys.stderr.isatty()), leave=False)
+            for images, targets in self.train_loader:
+                loss = self.train_step(images, targets)
+                seen += images.shape[0] * self.dist.world
+                self.batch_in_epoch += 1
+                bar.update()
+                if loss is not None and self.step % t.log_every == 0:
+                    self._log({"step": self.step, "epoch": self.epoch, "loss": loss,
+                               "lr": self.optimizer.param_groups[0]["lr"]})
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                if self.step >= self.total_steps:
+                    break
+                if t.ckpt_every_steps and self.step % t.ckpt_every_steps == 0 \
+                        and self.batch_in_epoch < self.steps_per_epoch:
+                    self.save_checkpoint()
+            bar.close()
+            train_s = time.perf_counter() - epoch_start
+            finished_epoch = self.batch_in_epoch >= self.steps_per_epoch
+            if finished_epoch:
+                self._end_epoch(seen / max(train_s, 1e-9))
+            elif self.step >= self.total_steps:
+                self.save_checkpoint()
+        return {"wall_s": time.perf_counter() - start, "steps": self.step, "skipped_steps": self.skipped_steps}
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> float | None:
+        """One optimizer step; returns the loss, or None where a non-finite loss was skipped."""
+        t = self.cfg.train
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
+        with self.autocast():
+            loss = self.strategy.loss(self.forward_model, images, targets, self.step)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            if t.on_nan == "stop":
+                last = ckpt.list_checkpoints(self.run.checkpoints)[-1:] if self.run else []
+                keep = f"; the last good checkpoint is {last[0]}" if last else ""
+                raise TrainingError(f"loss is {value} at step {self.step} (epoch {self.epoch}); stopping{keep} "
+                                    "(set train.on_nan=skip to skip such steps)")
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            self._advance(loss)
+            return None
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.cfg.optim.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.step)
+        self._advance(loss)
+        return value
+
+    def _advance(self, loss: torch.Tensor) -> None:
+        self.strategy.after_step(self.step, loss)
+        self.step += 1
+        if self.scheduler is not None:
+            self.scheduler.step_update(self.step)
+
+    def _end_epoch(self, images_per_s: float) -> None:
+        record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "images_per_s": round(images_per_s, 2)}
+        record.update(self.strategy.end_epoch(self.epoch))
+        if self.splits.val is not None and (self.epoch + 1) % self.cfg.train.eval_every_epochs == 0:
+            for name, res in self.evaluate_archs(self.splits.val).items():
+                record.update({f"val_{k}" if name == "model" else f"val_{name}_{k}": v for k, v in res.items()})
+        self._log(record)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        last = self.step >= self.total_steps
+        if last or self.epoch % self.cfg.train.ckpt_every_epochs == 0:
+            self.save_checkpoint()
+
+    # -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, dataset, model: nn.Module | None = None) -> dict[str, float]:
+        """Top-1, top-5 (fractions) and mean loss of `model` (default: the trained model) on `dataset`."""
+        model = model or self.model
+        was_training = model.training
+        model.eval()
+        loader = eval_loader(dataset, self.cfg.data.eval_batch_size, rank=self.dist.rank, world=self.dist.world,
+                             workers=self.cfg.data.workers, pin_memory=self.device.type == "cuda")
+        correct1 = correct5 = loss_sum = count = 0.0
+        for images, targets in loader:
+            images, targets = images.to(self.device), targets.to(self.device)
+            if self.cfg.train.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                logits = model(images)
+            loss_sum += float(self.eval_criterion(logits.float(), targets))
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            hits = top == targets[:, None]
+            correct1 += float(hits[:, 0].sum())
+            correct5 += float(hits.any(dim=1).sum())
+            count += targets.numel()
+        correct1, correct5, loss_sum, count = all_sum([correct1, correct5, loss_sum, count], self.device, self.dist)
+        model.train(was_training)
+        n = max(count, 1.0)
+        return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n}
+
+    def evaluate_archs(self, dataset) -> dict[str, dict[str, float]]:
+        """Evaluate every (name, arch) the strategy names; a supernet is switched to each arch."""
+        out = {}
+        for name, arch in self.strategy.eval_archs():
+            if arch is not None:
+                self.model.set_arch(arch)
+            out[name] = self.evaluate(dataset)
+        return out
+
+    # -----------------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        if self.run is None or not self.run.write:
+            return
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "ema": self.ema.module.state_dict() if self.ema is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "strategy": self.strategy.state_dict(),
+            "rng": ckpt.rng_state(),
+            "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                         "skipped_steps": self.skipped_steps},
+        }
+        ckpt.save_atomic(state, ckpt.checkpoint_path(self.run.checkpoints, self.step))
+        ckpt.prune(self.run.checkpoints, self.cfg.train.keep_checkpoints)
+
+    def resume(self) -> None:
+        """Restore everything from the run's newest readable checkpoint."""
+        if self.run is None:
+            raise CheckpointError("resuming needs a run directory")
+        state = ckpt.load_latest(self.run.checkpoints)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state["scheduler"]:
+                self.scheduler.load_state_dict(state["scheduler"])
+            if self.ema is not None and state["ema"]:
+                self.ema.module.load_state_dict(state["ema"])
+            if self.scaler is not None and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"checkpoint in '{self.run.checkpoints}' does not fit this run: "
+                                  f"{str(e).splitlines()[0]}") from None
+        self.strategy.load_state_dict(state["strategy"])
+        ckpt.set_rng_state(state["rng"])
+        p = state["progress"]
+        self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
+        self.skipped_steps = p["skipped_steps"]
+        if self.scheduler is not None:
+            self.scheduler.step_update(self.step)
+        if self.dist.is_main:
+            self.run.truncate_metrics(self.step)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.log_metrics(record)
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(k, v, record["step"])
