@@ -175,13 +175,17 @@ class Search:
         if resume and self.state_path is not None and self.state_path.is_file():
             self.load()
         while self.stopped is None:
-            self._step()
-            self.steps += 1
-            if self.stopped is None and self.budget_spent:
-                self.stopped = "budget"
-            if self.state_path is not None and (self.stopped or self.steps % self.save_every == 0):
-                self.save()
+            self.step()
         return self.result()
+
+    def step(self) -> None:
+        """One step (a query, or a generation for evolution); saves the state when due."""
+        self._step()
+        self.steps += 1
+        if self.stopped is None and self.budget_spent:
+            self.stopped = "budget"
+        if self.state_path is not None and (self.stopped or self.steps % self.save_every == 0):
+            self.save()
 
     def result(self) -> SearchResult:
         return SearchResult(self.strategy, self.seed, list(self.records), list(self.best_at),
