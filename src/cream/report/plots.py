@@ -1,0 +1,56 @@
+"""Plots written straight to PNG files (matplotlib's Agg canvas: no display, no global backend change)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cream.search.pareto import pareto_front
+from cream.search.rank import kendall_tau, spearman_rho
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def plot_pareto(
+    records: Sequence[dict[str, Any]], path: str | Path, cost: str = "params", title: str | None = None
+) -> Path:
+    """Score vs cost ("params" or "macs", in millions) of search records, the Pareto front highlighted."""
+    xs = [r["cost"][cost] / 1e6 for r in records]
+    ys = [r["score"] for r in records]
+    front = pareto_front(list(zip(xs, ys, strict=True)))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot()
+    ax.scatter(xs, ys, s=10, alpha=0.5, color="tab:blue", label="evaluated")
+    ax.plot([xs[i] for i in front], [ys[i] for i in front], "o-", color="tab:red", ms=4, label="Pareto front")
+    ax.set_xlabel(f"{cost} (M)")
+    ax.set_ylabel("score")
+    ax.set_title(title or f"score vs {cost}")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_rank_scatter(
+    true: Sequence[float], pred: Sequence[float], path: str | Path,
+    xlabel: str = "true score", ylabel: str = "predicted score", title: str | None = None,
+) -> Path:
+    """Predicted vs true scores, titled with Kendall tau and Spearman rho."""
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    ax.scatter(true, pred, s=10, alpha=0.6)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    stat = f"Kendall τ = {kendall_tau(true, pred):.3f}, Spearman ρ = {spearman_rho(true, pred):.3f}"
+    ax.set_title(f"{title}\n{stat}" if title else stat)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

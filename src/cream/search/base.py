@@ -1,0 +1,232 @@
+"""What every search strategy shares: evaluation bookkeeping, the result format and resumable state.
+
+A strategy runs in *steps* (one query for random search and regularised evolution, one generation
+for AutoFormer-style evolution). After every `save_every` steps, the whole state (random stream,
+evaluated archs, strategy bookkeeping) is written atomically to `state_path`; `run(resume=True)`
+continues from that file and ends exactly where an uninterrupted run with the same seed ends.
+Only what was evaluated after the last save is recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cream.errors import CheckpointError, ConfigError
+from cream.spaces.base import Arch, Space, arch_key
+
+Score = Callable[[Arch], float]
+Feasible = Callable[[Arch], bool]
+
+
+def cost_window(
+    space: Space, params: tuple[float, float] | None = None, macs: tuple[float, float] | None = None
+) -> Feasible:
+    """A constraint accepting archs whose analytic params / MACs lie in closed [low, high] windows."""
+    windows = {k: w for k, w in (("params", params), ("macs", macs)) if w is not None}
+
+    def feasible(arch: Arch) -> bool:
+        cost = space.cost(arch)
+        return all(lo <= cost[k] <= hi for k, (lo, hi) in windows.items())
+
+    return feasible
+
+
+@dataclass
+class SearchResult:
+    """Every evaluated arch in query order, and the best-so-far after each query.
+
+    `records[i]` = `{"arch", "score", "cost"}`; `best_at[q]` = position in `records` of the best
+    arch after q + 1 queries (ties keep the earlier arch).
+    """
+
+    strategy: str
+    seed: int
+    records: list[dict[str, Any]]
+    best_at: list[int]
+    stopped: str
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return self.records[self.best_at[-1]]
+
+    def history(self) -> list[float]:
+        """Best score so far after each query."""
+        return [self.records[i]["score"] for i in self.best_at]
+
+    def top(self, k: int) -> list[dict[str, Any]]:
+        """The k best records (score descending, earlier first on ties), e.g. to test only those."""
+        order = sorted(range(len(self.records)), key=lambda i: (-self.records[i]["score"], i))
+        return [self.records[i] for i in order[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "queries": len(self.records),
+            "stopped": self.stopped,
+            "best": self.best if self.records else None,
+            "history": self.history(),
+            "best_at": self.best_at,
+            "records": self.records,
+        }
+
+
+class Search:
+    """Base of the strategies: subclasses define `_step()` and, if they keep any, their extra state."""
+
+    strategy = "search"
+
+    def __init__(
+        self,
+        space: Space,
+        score: Score,
+        *,
+        feasible: Feasible | None = None,
+        budget: int | None = None,
+        seed: int = 0,
+        state_path: str | os.PathLike[str] | None = None,
+        save_every: int = 1,
+        max_attempts: int = 1000,
+    ) -> None:
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+            raise ConfigError(f"search budget = {budget!r} is not allowed; use a positive number of queries")
+        if save_every < 1 or max_attempts < 1:
+            raise ConfigError(f"save_every = {save_every}, max_attempts = {max_attempts}: both must be >= 1")
+        self.space = space
+        self.score_fn = score
+        self.feasible = feasible
+        self.budget = budget
+        self.seed = seed
+        self.state_path = Path(state_path) if state_path is not None else None
+        self.save_every = save_every
+        self.max_attempts = max_attempts
+        self.rng = random.Random(seed)
+        self.records: list[dict[str, Any]] = []
+        self.best_at: list[int] = []
+        self.steps = 0
+        self.stopped: str | None = None
+        self._positions: dict[Any, int] = {}
+
+    # ---- configuration and state -------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """What must match for a saved state to be resumed (subclasses add their parameters)."""
+        return {"space": self.space.name, "seed": self.seed, "budget": self.budget,
+                "max_attempts": self.max_attempts}
+
+    def state_dict(self) -> dict[str, Any]:
+        version, mt, gauss = self.rng.getstate()
+        return {
+            "strategy": self.strategy,
+            "config": self.config(),
+            "rng": [version, list(mt), gauss],
+            "records": self.records,
+            "best_at": self.best_at,
+            "steps": self.steps,
+            "stopped": self.stopped,
+            "extra": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("strategy") != self.strategy or state.get("config") != self.config():
+            raise CheckpointError(
+                f"search state is for {state.get('strategy')!r} with {state.get('config')}; "
+                f"this search is {self.strategy!r} with {self.config()}"
+            )
+        version, mt, gauss = state["rng"]
+        self.rng.setstate((version, tuple(mt), gauss))
+        self.records = list(state["records"])
+        self.best_at = list(state["best_at"])
+        self.steps = state["steps"]
+        self.stopped = state["stopped"]
+        self._positions = {arch_key(r["arch"]): i for i, r in enumerate(self.records)}
+        self._load_extra_state(state["extra"])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        pass
+
+    def save(self) -> None:
+        """Write the state file atomically (temp file + rename), so a kill never leaves half a file."""
+        assert self.state_path is not None
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(self.state_dict()))
+        os.replace(tmp, self.state_path)
+
+    def load(self) -> None:
+        assert self.state_path is not None
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"search state '{self.state_path}' cannot be read: {e}") from None
+        self.load_state_dict(state)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> SearchResult:
+        """Run to the end (budget, generations or an exhausted space) and return the result."""
+        if resume and self.state_path is not None and self.state_path.is_file():
+            self.load()
+        while self.stopped is None:
+            self.step()
+        return self.result()
+
+    def step(self) -> None:
+        """One step (a query, or a generation for evolution); saves the state when due."""
+        self._step()
+        self.steps += 1
+        if self.stopped is None and self.budget_spent:
+            self.stopped = "budget"
+        if self.state_path is not None and (self.stopped or self.steps % self.save_every == 0):
+            self.save()
+
+    def result(self) -> SearchResult:
+        return SearchResult(self.strategy, self.seed, list(self.records), list(self.best_at),
+                            self.stopped or "running")
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    # ---- evaluation --------------------------------------------------------------------------
+    @property
+    def budget_spent(self) -> bool:
+        return self.budget is not None and len(self.records) >= self.budget
+
+    def is_legal(self, arch: Arch) -> bool:
+        """Not evaluated before, and inside the constraint."""
+        return arch_key(arch) not in self._positions and (self.feasible is None or self.feasible(arch))
+
+    def evaluate(self, arch: Arch) -> int | None:
+        """Score a legal arch and return its position in `records`; None (and no query) if illegal."""
+        if self.budget_spent or not self.is_legal(arch):
+            return None
+        record = {"arch": arch, "score": float(self.score_fn(arch)), "cost": self.space.cost(arch)}
+        pos = len(self.records)
+        self.records.append(record)
+        self._positions[arch_key(arch)] = pos
+        if not self.best_at or record["score"] > self.records[self.best_at[-1]]["score"]:
+            self.best_at.append(pos)
+        else:
+            self.best_at.append(self.best_at[-1])
+        return pos
+
+    def evaluate_random(self) -> int | None:
+        """Evaluate a random legal arch; None (and `stopped = "exhausted"`) after `max_attempts` misses."""
+        for _ in range(self.max_attempts):
+            pos = self.evaluate(self.space.sample(self.rng))
+            if pos is not None:
+                return pos
+        if not self.budget_spent:
+            self.stopped = "exhausted"
+        return None
+
+    def ranked(self, positions: list[int]) -> list[int]:
+        """Positions sorted best first (earlier first on ties)."""
+        return sorted(positions, key=lambda i: (-self.records[i]["score"], i))
