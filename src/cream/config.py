@@ -37,7 +37,7 @@ class DataConfig:
     name: str = option("digits", choices=["digits", "cifar10", "cifar100", "imagefolder"],
                     doc="digits is embedded (scikit-learn); the others read `root`")
     root: str = option("", doc="dataset folder, or a .tar/.tar.gz of an ImageFolder tree")
-    image_size: int = option(32, lo=8, hi=1024)
+    image_size: int = option(16, lo=8, hi=1024)
     val_fraction: float = option(0.1, lo=0.0, hi=0.9, doc="held out of train for validation and search")
     test_fraction: float = option(0.2, lo=0.05, hi=0.9, doc="digits only: part kept for the test split")
     split_seed: int = option(0, lo=0)
@@ -181,7 +181,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix or '<top>'}' must be a mapping, got {data!r}")
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
