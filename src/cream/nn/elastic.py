@@ -3,10 +3,11 @@
 Every elastic op has `set_active(...)` to choose its slice and `active_params()` returning the
 sliced tensors under the same names as its static counterpart (`cream.nn.vit_blocks`). Its
 forward uses exactly `active_params()`, so a state dict built from them reproduces the
-supernet's output in the static model. Leading-row slices are views. A slice of the input
-columns is strided, and PyTorch's backward matmul on a strided weight is measurably slower
-(~10 % per linear on CPU) than a contiguous copy of it, which is small next to the activations,
-so such slices are copied (as is the qkv weight, whose Q, K and V parts come from three places).
+supernet's output in the static model. Slices are views, with one exception: when gradients
+are on, a slice of the input columns (strided) is copied, because the backward matmul on a
+strided weight measured ~10 % slower per linear on CPU than on a contiguous copy, and the copy
+is small next to the activations. The qkv weight, whose Q, K and V parts come from three
+places, is always copied.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class ElasticLinear(nn.Linear, ElasticModule):
 
     def active_params(self) -> dict[str, Tensor]:
         o = self.active_out
-        p = {"weight": self.weight[:o, : self.active_in].contiguous()}
+        weight = self.weight[:o, : self.active_in]
+        p = {"weight": weight.contiguous() if torch.is_grad_enabled() else weight}
         if self.bias is not None:
             p["bias"] = self.bias[:o]
         return p
