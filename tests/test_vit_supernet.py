@@ -174,6 +174,7 @@ def test_autoformer_tiny_from_timm():
     arch = published_archs()["tiny"]
     cost = get_space("autoformer-tiny-ext").cost(arch)
     assert count_params(model) == cost["params"] == 5_867_944  # README: 5.8M; 5,768,104 without rel-pos
+    assert measure_macs(model, (3, 224, 224)) == cost["macs"]
     assert [len(b.mlp.fc1.weight) for b in model.blocks] == [int(192 * r) for r in arch["mlp_ratio"]]
     assert model.pretrained_cfg["input_size"] == (3, 224, 224)
     assert timm.create_model("autoformer_tiny", num_classes=10).head.out_features == 10

@@ -7,6 +7,8 @@ active slices into a standalone `AutoFormer` whose eval output equals the supern
 
 from __future__ import annotations
 
+from itertools import islice
+
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
@@ -134,7 +136,7 @@ class ViTSupernet(nn.Module):
         x = torch.cat([cls, x], dim=1) + self.pos_embed[..., :d]
         if self._pos_drop > 0:
             x = F.dropout(x, self._pos_drop, self.training)
-        for blk in self.blocks[: self._depth]:
+        for blk in islice(self.blocks, self._depth):
             x = blk(x, grid)
         return self.norm(x)
 
@@ -149,7 +151,8 @@ class ViTSupernet(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """A new (super-width) classifier; the space keeps describing the backbone."""
+        """A new super-width classifier. The analytic cost counts `space.num_classes`, so prefer a
+        space built with the wanted `num_classes`."""
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = global_pool
