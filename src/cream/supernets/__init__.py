@@ -1,1 +1,2 @@
 """Supernets, one module per space family; importing this package registers them all."""
+from cream.supernets import mobilenet  # noqa: F401

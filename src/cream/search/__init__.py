@@ -1,0 +1,1 @@
+"""Search over a trained supernet: evaluating candidates with inherited weights, search strategies."""
