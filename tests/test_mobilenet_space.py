@@ -90,7 +90,8 @@ def test_ptflops_component_values():
     assert op_cost(cn, LayerGeom(6, 0, 192, 320, 1, 7, 7), 0.25, "ptflops")[1] == 3_041_920
     space = cream_space(layers=[1] * 5, input_size=224)
     arch = {"ops": [[o[0] for o in st.ops] for st in space.config.stages]}
-    blocks = sum(op_cost(parse_op(arch["ops"][g.stage][g.index]), g, 0.25, "ptflops")[1] for g in space.geometry)
+    ops = arch["ops"]
+    blocks = sum(op_cost(parse_op(ops[g.stage][g.index]), g, 0.25, "ptflops")[1] for g in space.geometry)
     fixed_search = space.cost(arch, "ptflops-search")["macs"] - blocks
     assert fixed_search == 5_419_008 + 15_680 + 410_880  # conv_stem + global pool + conv_head
     full = space.cost(arch, "ptflops")["macs"] - blocks
@@ -109,7 +110,8 @@ def test_search_for_layer_depth_thresholds():
         assert search_for_layer(*table, 0, fmax - 1) != (depth, 224)
     for fmax, size in ((56, 192), (40, 160), (23, 128), (10, 96), (3, 64)):
         assert search_for_layer(*table, 0, fmax)[1] == size
-        assert search_for_layer(*table, 0, fmax - 1) is None or search_for_layer(*table, 0, fmax - 1)[1] < size
+        below = search_for_layer(*table, 0, fmax - 1)
+        assert below is None or below[1] < size
     assert search_for_layer(*table, 0, 2) is None
 
 
@@ -127,7 +129,8 @@ def test_cream_encoding_and_original_example():
     arch = arch_from_cream_encoding([[0], [3], [3, 3], [3, 1, 3], [3, 3, 3, 3], [3, 3, 3], [0]])
     assert arch["ops"][3] == ["ir_k5_e6_se", "ir_k3_e6_se", "ir_k5_e6_se"]
     assert arch["ops"][0] == ["ds_k3_se"] and arch["ops"][6] == ["cn_k1"]
-    assert arch_from_cream_encoding([[0], [0, -1], [0], [0], [0], [0], [0]])["ops"][1] == ["ir_k3_e4_se", "skip"]
+    skipping = arch_from_cream_encoding([[0], [0, -1], [0], [0], [0], [0], [0]])
+    assert skipping["ops"][1] == ["ir_k3_e4_se", "skip"]
     with pytest.raises(ArchError, match=r"encoding\[2\]\[0\]"):
         arch_from_cream_encoding([[0], [0], [7], [0], [0], [0], [0]])
 
@@ -150,7 +153,8 @@ def test_arch_validation_errors_name_field_value_and_choices():
 
 def test_config_errors():
     with pytest.raises(ConfigError, match="'skip'.*changes the stride or width"):
-        get_space({"family": "mobilenet", "stages": [{"channels": 32, "stride": 2, "ops": ["skip", "ir_k3_e3"]}]})
+        stage = {"channels": 32, "stride": 2, "ops": ["skip", "ir_k3_e3"]}
+        get_space({"family": "mobilenet", "stages": [stage]})
     with pytest.raises(ConfigError, match="op name 'mb_k3' is not valid"):
         get_space({"family": "mobilenet", "stages": [{"channels": 16, "ops": ["mb_k3"]}]})
     with pytest.raises(ConfigError, match=r"space.act = 'gelu' is not allowed"):
