@@ -15,9 +15,28 @@ from cream.models.cream_mbv3 import published
 from cream.registry import build_supernet, get_space
 from cream.supernets.mobilenet import MobileNetSupernet
 
-TINY_CREAM = {"preset": "cream", "layers": [2, 1, 2, 1, 2], "input_size": 32, "num_classes": 10,
-              "allow_skip": True}
+# Cream-like ops (DS/IR with SE, conv-BN-act, skip) at toy widths
+TINY_CREAM = {
+    "family": "mobilenet", "input_size": 32, "num_classes": 10, "act": "swish",
+    "stem": {"channels": 8, "stride": 2}, "head": {"channels": 64},
+    "stages": [
+        {"channels": 8, "stride": 1, "ops": ["ds_k3_se"]},
+        {"channels": 16, "stride": 2, "layers": 2, "ops": ["ir_k3_e4_se", "ir_k5_e6_se", "ir_k7_e4_se"]},
+        {"channels": 24, "stride": 2,
+         "ops": [["ir_k3_e4_se", "ir_k5_e6"], ["skip", "ir_k3_e6_se", "ir_k5_e4"]]},
+        {"channels": 32, "stride": 1, "ops": ["cn_k1"]},
+    ],
+}
 CIFAR = "configs/spos/cifar-8layer.yaml"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread (and far steadier on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _trained(space, steps=3, seed=0):
@@ -100,8 +119,8 @@ def test_timm_face(tiny):
     space, net = tiny
     x = torch.randn(2, 3, 32, 32)
     feats = net.forward_features(x)
-    assert feats.shape == (2, net.num_features, 1, 1)
-    assert net.forward_head(feats, pre_logits=True).shape == (2, 1280)
+    assert feats.shape == (2, 32, 4, 4)
+    assert net.forward_head(feats, pre_logits=True).shape == (2, 64)
     assert net.pretrained_cfg["input_size"] == (3, 32, 32)
     child = net.extract(net.arch)
     assert child.num_features == net.num_features and child.get_classifier().out_features == 10
@@ -125,10 +144,10 @@ def test_cifar_config_trains_and_extracts():
     net = build_supernet(space)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
     rng = random.Random(0)
-    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 10, (2,))
     arch = {"ops": [["skip", "ir_k5_e6"], ["ir_k3_e3", "skip", "ir_k3_e3", "ir_k5_e6"],
                     ["ir_k3_e3", "ir_k5_e6", "skip", "skip"]]}
-    for step in range(3):  # a plain SPOS loop: one uniformly sampled path per step
+    for step in range(2):  # a plain SPOS loop: one uniformly sampled path per step
         net.set_arch(arch if step == 0 else space.sample(rng))
         loss = torch.nn.functional.cross_entropy(net(x), y)
         opt.zero_grad()

@@ -96,11 +96,17 @@ def bn_recalibrated(model: nn.Module, batches: Iterable[Any], num_images: int, a
             accuracy = evaluate(net.eval(), val_loader)
 
     `keep_stats=True` skips the recalibration and uses the supernet's statistics as they are.
+    Module train/eval modes are restored on exit too.
     """
-    with preserved_bn_stats(model):
-        if keep_stats:
-            if arch is not None:
-                model.set_arch(arch)
-        else:
-            recalibrate_bn(model, batches, num_images, arch=arch)
-        yield model
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with preserved_bn_stats(model):
+            if keep_stats:
+                if arch is not None:
+                    model.set_arch(arch)
+            else:
+                recalibrate_bn(model, batches, num_images, arch=arch)
+            yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
