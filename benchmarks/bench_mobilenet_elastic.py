@@ -56,8 +56,10 @@ def bench_paths(spec, batch: int, reps: int) -> dict:
     models = {"supernet": net, "extracted": child}
     steps = {k: _step_fn(m, x, y, torch.optim.SGD(m.parameters(), lr=1e-4)) for k, m in models.items()}
     times: dict[str, dict[str, list[float]]] = {kind: {k: [] for k in models} for kind in ("eval", "train")}
-    for _ in range(reps):  # alternate call by call, so changes in machine load hit both alike
-        for name, m in models.items():
+    order = list(models.items())
+    for _ in range(reps):  # alternate call by call (and who goes first), so load changes hit both alike
+        order.reverse()
+        for name, m in order:
             m.eval()
             with torch.no_grad():
                 times["eval"][name].append(_time(lambda m=m: m(x)))

@@ -158,6 +158,8 @@ def test_arch_validation_errors_name_field_value_and_choices():
         space.validate({"ops": good["ops"][:3]})
     with pytest.raises(ArchError, match="unknown keys"):
         space.validate({**good, "depth": 3})
+    with pytest.raises(ConfigError, match="convention 'thop' is unknown"):
+        space.cost(good, convention="thop")
 
 
 def test_config_errors():

@@ -213,20 +213,15 @@ class MobileNetSpace:
 
     def cost(self, arch: Arch, convention: str = "plain") -> dict[str, int]:
         """`{"params", "macs"}` of the child network; see the module docstring for conventions."""
-        check_choice("convention", convention, CONVENTIONS)
+        if convention not in CONVENTIONS:
+            raise ConfigError(f"cost convention {convention!r} is unknown; choose one of {list(CONVENTIONS)}")
         ops = self.validate(arch)["ops"]
         cfg = self.config
-        mode = convention
-        params, macs = _fixed_params(cfg), _fixed_macs(cfg, self.geometry, mode)
+        params, macs = _fixed_params(cfg), _fixed_macs(cfg, self.geometry, convention)
         for g in self.geometry:
-            p, m = op_cost(parse_op(ops[g.stage][g.index]), g, cfg.se_ratio, mode, _relu(cfg))
+            p, m = op_cost(parse_op(ops[g.stage][g.index]), g, cfg.se_ratio, convention, _relu(cfg))
             params, macs = params + p, macs + m
         return {"params": params, "macs": macs}
-
-    # --- helpers for supernets and tools --------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        return len(self.geometry)
 
     def size(self) -> int:
         """Number of distinct archs."""
