@@ -109,7 +109,7 @@ class InheritedScorer:
 
             loader = train_loader(self.recal_data, min(self.cfg.data.batch_size, self.recal_images),
                                   seed=self.cfg.search.seed)
-            recalibrate_bn(self.net, loader, self.recal_images, device=self.device)
+            recalibrate_bn(self.net, loader, self.recal_images, arch=arch)
         return self.net
 
     def __call__(self, arch: Arch) -> float:
