@@ -37,7 +37,7 @@ class DataConfig:
     name: str = option("digits", choices=["digits", "cifar10", "cifar100", "imagefolder"],
                     doc="digits is embedded (scikit-learn); the others read `root`")
     root: str = option("", doc="dataset folder, or a .tar/.tar.gz of an ImageFolder tree")
-    image_size: int = option(32, lo=8, hi=1024)
+    image_size: int = option(16, lo=8, hi=1024)
     val_fraction: float = option(0.1, lo=0.0, hi=0.9, doc="held out of train for validation and search")
     test_fraction: float = option(0.2, lo=0.05, hi=0.9, doc="digits only: part kept for the test split")
     split_seed: int = option(0, lo=0)
@@ -118,13 +118,43 @@ class TrainConfig:
 
 
 @dataclass
+class StrategyConfig:
+    """How a supernet is trained (see docs/strategies.md for each strategy's parameters)."""
+
+    name: str = option("uniform", choices=["uniform", "cream"])
+    kwargs: dict = option({}, doc="strategy parameters")
+
+
+@dataclass
+class SearchConfig:
+    """Search over a trained supernet's space, scoring archs with inherited weights."""
+
+    method: str = option("evolution", choices=["evolution", "random", "regularized", "board"])
+    budget: int = option(100, lo=1, doc="number of distinct archs evaluated")
+    seed: int = option(0, lo=0)
+    params_min: float = option(0.0, lo=0.0, doc="millions of parameters (0 = no lower limit)")
+    params_max: float = option(0.0, lo=0.0, doc="millions of parameters (0 = no upper limit)")
+    macs_min: float = option(0.0, lo=0.0, doc="millions of multiply-adds (0 = no lower limit)")
+    macs_max: float = option(0.0, lo=0.0, doc="millions of multiply-adds (0 = no upper limit)")
+    kwargs: dict = option({}, doc="search-strategy parameters (population, parents, mutation, ...)")
+    eval_images: int = option(0, lo=0, doc="held-out images scored per arch (0 = the whole validation split)")
+    bn_recal_images: int = option(0, lo=0, doc="recalibrate BatchNorm on this many train images per arch (0 = off)")
+    test_top_k: int = option(3, lo=0, doc="after search, report test accuracy of the k best (never used to select)")
+
+
+@dataclass
 class RunConfig:
-    """A whole run: data, model, optimizer, loop."""
+    """A whole run: data, model, optimizer, loop; and for NAS the space, strategy, search and arch."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    space: dict = option({}, doc="search space: {preset: NAME, ...overrides} or {family: NAME, ...}")
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    arch: dict = option({}, doc="the architecture a retrain builds from `space` (instead of model.name)")
+    init: str = option("", doc="retrain: start from a supernet run's inherited weights instead of from scratch")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,7 +211,7 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config key '{prefix or '<top>'}' must be a mapping, got {data!r}")
+        raise ConfigError(f"config key '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:

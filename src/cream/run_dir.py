@@ -24,18 +24,23 @@ class RunDir:
     write: bool = True
 
     @classmethod
-    def create(cls, out: str | None, command: str, *, resume: bool = False, write: bool = True) -> RunDir:
-        """The run folder `out` (default runs/<command>-<time>); refuse to reuse a non-empty one unless resuming."""
+    def create(cls, out: str | None, command: str, *, resume: bool = False) -> RunDir:
+        """The run folder `out` (default runs/<command>-<time>); refuse to reuse a non-empty one unless resuming.
+
+        Under torchrun only rank 0 checks and writes; the other ranks get a read-only handle.
+        """
         path = Path(out) if out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+        write = int(os.environ.get("RANK", "0")) == 0
+        if not write:
+            return cls(path, write=False)
         if resume:
             if not (path / "config.yaml").is_file():
                 raise CreamError(f"cannot resume '{path}': it holds no config.yaml (is it a run directory?)")
         elif path.exists() and any(path.iterdir()):
             raise CreamError(f"run directory '{path}' already exists and is not empty; "
                              f"use --resume {path} to continue it, or another --out")
-        if write:
-            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-        return cls(path, write)
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        return cls(path)
 
     @property
     def checkpoints(self) -> Path:

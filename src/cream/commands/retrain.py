@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from cream.commands import add_run_options, load_run_config, print_summary
+from cream.spaces.base import load_arch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,13 +15,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train one standalone model (any timm name, ours included) from a config, "
                                    "then test it.")
     add_run_options(p)
+    p.add_argument("--arch", metavar="ARCH.json",
+                   help="train this arch of the config's space (e.g. a search's arch.json, which names its space)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from cream.pipeline import train_standalone
 
-    cfg, run = load_run_config(args)
+    cfg, run = load_run_config(args, base=arch_base(args.arch) if args.arch else None)
     summary = train_standalone(cfg, run, resume=bool(args.resume))
     print_summary(args, summary, run.path)
     return 0
+
+
+def arch_base(path: str) -> dict:
+    """Config entries from an arch file: the arch, and the space it names (a search's arch.json does)."""
+    base: dict = {"arch": load_arch(path)}
+    doc = json.loads(Path(path).read_text())
+    if isinstance(doc, dict) and isinstance(doc.get("space"), dict):
+        base["space"] = doc["space"]
+    return base

@@ -18,11 +18,12 @@ from torch import nn
 from tqdm import tqdm
 
 from cream.config import RunConfig
-from cream.data import Splits, eval_loader, train_loader
+from cream.data import Splits, train_loader
 from cream.errors import CheckpointError, TrainingError
 from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
-from cream.train.distributed import Dist, all_sum, init_distributed
+from cream.train.distributed import Dist, init_distributed
+from cream.train.evaluate import evaluate
 from cream.train.strategy import Strategy
 
 
@@ -93,7 +94,6 @@ class Engine:
             self.criterion = LabelSmoothingCrossEntropy(o.smoothing)
         else:
             self.criterion = nn.CrossEntropyLoss()
-        self.eval_criterion = nn.CrossEntropyLoss(reduction="sum")
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema_decay > 0 else None
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
         self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
@@ -220,31 +220,11 @@ class Engine:
             self.save_checkpoint()
 
     # -----------------------------------------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, dataset, model: nn.Module | None = None) -> dict[str, float]:
         """Top-1, top-5 (fractions) and mean loss of `model` (default: the trained model) on `dataset`."""
-        model = model or self.model
-        was_training = model.training
-        model.eval()
-        loader = eval_loader(dataset, self.cfg.data.eval_batch_size, rank=self.dist.rank, world=self.dist.world,
-                             workers=self.cfg.data.workers, pin_memory=self.device.type == "cuda")
-        correct1 = correct5 = loss_sum = count = 0.0
-        for images, targets in loader:
-            images, targets = images.to(self.device), targets.to(self.device)
-            if self.cfg.train.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                logits = model(images)
-            loss_sum += float(self.eval_criterion(logits.float(), targets))
-            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            hits = top == targets[:, None]
-            correct1 += float(hits[:, 0].sum())
-            correct5 += float(hits.any(dim=1).sum())
-            count += targets.numel()
-        correct1, correct5, loss_sum, count = all_sum([correct1, correct5, loss_sum, count], self.device, self.dist)
-        model.train(was_training)
-        n = max(count, 1.0)
-        return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss_sum / n}
+        return evaluate(model or self.model, dataset, batch_size=self.cfg.data.eval_batch_size, device=self.device,
+                        dist=self.dist, workers=self.cfg.data.workers, channels_last=self.cfg.train.channels_last,
+                        autocast=self.autocast)
 
     def evaluate_archs(self, dataset) -> dict[str, dict[str, float]]:
         """Evaluate every (name, arch) the strategy names; a supernet is switched to each arch."""

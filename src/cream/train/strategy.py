@@ -42,6 +42,10 @@ class Strategy:
         """(name, arch) pairs evaluated after each epoch; arch None means the model as it is."""
         return [("model", None)]
 
+    def artifacts(self) -> dict[str, Any]:
+        """JSON files (name → content) written into the run directory at the end of training."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Strategy state saved in checkpoints (tensors, numbers, strings, lists, dicts only)."""
         return {}

@@ -1,0 +1,44 @@
+"""`cream search`: search a trained supernet's space with inherited weights."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cream.commands import add_run_options, print_summary
+from cream.errors import CreamError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search a supernet's space with inherited weights",
+                       description="Search the space of a `cream supernet` run under parameter / multiply-add "
+                                   "limits, scoring each arch with inherited weights on the held-out validation "
+                                   "split. Space and data come from the supernet run; CONFIG and --set override "
+                                   "them (typically the `search` section). Writes arch.json, search.json, "
+                                   "search.png; --resume continues a search.")
+    add_run_options(p)
+    p.add_argument("--supernet", metavar="RUN", help="the `cream supernet` run directory")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from cream.config import RunConfig, load_config, read_yaml
+    from cream.oneshot import search_supernet
+    from cream.run_dir import RunDir
+
+    if args.resume:
+        run = RunDir.create(args.resume, "search", resume=True)
+        cfg = load_config(RunConfig, run.file("config.yaml"), args.overrides)
+        supernet = Path(cfg.init)
+    else:
+        if not args.supernet:
+            raise CreamError("cream search needs --supernet RUN (a `cream supernet` run directory)")
+        supernet = Path(args.supernet)
+        if not (supernet / "config.yaml").is_file():
+            raise CreamError(f"'{supernet}' is not a run directory (no config.yaml)")
+        base = read_yaml(supernet / "config.yaml")
+        base["init"] = str(supernet)
+        cfg = load_config(RunConfig, args.config, args.overrides, base=base)
+        run = RunDir.create(args.out, "search")
+    print_summary(args, search_supernet(cfg, supernet, run, resume=bool(args.resume)), run.path)
+    return 0

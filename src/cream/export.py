@@ -1,0 +1,63 @@
+"""Export one arch as a standalone model: safetensors weights with the arch in their metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cream.config import RunConfig, load_config
+from cream.errors import CreamError
+from cream.oneshot import SUPERNET_WEIGHTS, load_supernet, resolve_space
+from cream.profiling import profile
+from cream.spaces.base import load_arch
+from cream.weights import load_weights
+
+
+def export(source: str | Path, arch_file: str | Path | None, out: str | Path, onnx: bool = False) -> dict[str, Any]:
+    """Write `out` (.safetensors + .json sidecar) for the arch; return what was written."""
+    from safetensors.torch import save_model
+
+    src = Path(source)
+    if not (src / "config.yaml").is_file():
+        raise CreamError(f"'{src}' is not a run directory (no config.yaml)")
+    cfg = load_config(RunConfig, src / "config.yaml")
+    num_classes = int(cfg.space.get("num_classes", 0)) or _num_classes(cfg)
+    arch = load_arch(str(arch_file)) if arch_file else cfg.arch
+    if not arch:
+        raise CreamError(f"no arch to export: pass --arch FILE ('{src}' is not a retrain run with an arch)")
+    space = resolve_space(cfg, num_classes)
+    arch = space.validate(arch)
+    if (src / SUPERNET_WEIGHTS).is_file():
+        model = load_supernet(cfg, src, num_classes).extract(arch)
+    elif (src / "model.safetensors").is_file() and cfg.arch:
+        if space.validate(cfg.arch) != arch:
+            raise CreamError(f"'{src}' trained arch {json.dumps(cfg.arch)}, not the one given in --arch")
+        from cream.registry import build_supernet
+
+        model = build_supernet(space).extract(arch)
+        load_weights(model, src / "model.safetensors")
+    else:
+        raise CreamError(f"'{src}' holds neither {SUPERNET_WEIGHTS} nor a retrained model.safetensors")
+    model.eval()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"arch": json.dumps(arch), "space": json.dumps(cfg.space), "num_classes": str(num_classes),
+            "image_size": str(cfg.data.image_size)}
+    save_model(model, str(out), metadata=meta)
+    size = (3, cfg.data.image_size, cfg.data.image_size)
+    info = {"weights": str(out), "arch": arch, "space": cfg.space, "num_classes": num_classes,
+            "input_size": list(size), **profile(model, input_size=size)}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    if onnx:
+        torch.onnx.export(model, torch.zeros(1, *size), str(out.with_suffix(".onnx")), dynamo=False)
+        info["onnx"] = str(out.with_suffix(".onnx"))
+    return info
+
+
+def _num_classes(cfg: RunConfig) -> int:
+    from cream.data import build_splits
+
+    return build_splits(cfg.data).num_classes

@@ -1,0 +1,179 @@
+"""One-shot NAS stages: train a supernet, search it with inherited weights, build and export archs.
+
+Data flows one way: config → data + space → supernet → strategy/engine → supernet weights →
+search → arch → model. `cream supernet`, `cream search`, `cream retrain --arch`, `cream export`
+and `cream run` are thin wrappers around these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from cream.config import RunConfig, to_dict
+from cream.data import Splits, build_splits, train_loader
+from cream.errors import ConfigError, CreamError
+from cream.registry import build_supernet, get_space
+from cream.report.summary import write_report
+from cream.run_dir import RunDir
+from cream.search import cost_window, search
+from cream.spaces.base import Arch, Space
+from cream.train.engine import Engine, pick_device, seed_everything
+from cream.train.evaluate import evaluate
+from cream.train.strategies import make_strategy
+from cream.weights import load_weights, save_weights
+
+SUPERNET_WEIGHTS = "supernet.safetensors"
+
+
+def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
+    """The configured space, with the data's number of classes unless the config sets it."""
+    if not cfg.space:
+        raise ConfigError("config key 'space' is empty; a supernet needs one, e.g. space: {preset: autoformer-tiny}")
+    spec = dict(cfg.space)
+    spec.setdefault("num_classes", num_classes)
+    space = get_space(spec)
+    if getattr(space, "num_classes", num_classes) != num_classes:
+        raise ConfigError(f"config key 'space.num_classes' = {space.num_classes} does not match the data, "
+                          f"which has {num_classes} classes")
+    return space
+
+
+def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+    """Train the supernet of `cfg.space` with `cfg.strategy`; write supernet.safetensors and a summary."""
+    start = time.perf_counter()
+    seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)
+    splits = build_splits(cfg.data)
+    space = resolve_space(cfg, splits.num_classes)
+    net = build_supernet(space)
+    strategy = make_strategy(cfg.strategy, space, cfg.train.seed)
+    engine = Engine(cfg, net, splits, run, strategy)
+    if engine.dist.is_main and not resume:
+        run.write_yaml("config.yaml", to_dict(cfg))
+    if resume:
+        engine.resume()
+    fit = engine.fit()
+    summary: dict[str, Any] = {"space": space.name, "strategy": cfg.strategy.name, "steps": fit["steps"]}
+    held_out = splits.val if splits.val is not None else splits.test
+    split_name = "val" if splits.val is not None else "test"
+    for name, res in engine.evaluate_archs(held_out).items():
+        summary[f"{split_name}_top1_{name}"] = res["top1"]
+    summary["wall_s"] = round(time.perf_counter() - start, 2)
+    if engine.dist.is_main:
+        save_weights(engine.model, run.file(SUPERNET_WEIGHTS))
+        for name, obj in strategy.artifacts().items():
+            run.write_json(name, obj)
+        run.write_json("summary.json", summary)
+        write_report(run, summary)
+    return summary
+
+
+def load_supernet(cfg: RunConfig, supernet_run: Path, num_classes: int) -> nn.Module:
+    """The supernet of `cfg.space` with the weights trained in `supernet_run`."""
+    weights = Path(supernet_run) / SUPERNET_WEIGHTS
+    if not weights.is_file():
+        raise CreamError(f"'{supernet_run}' holds no {SUPERNET_WEIGHTS}; is it a finished `cream supernet` run?")
+    net = build_supernet(resolve_space(cfg, num_classes))
+    load_weights(net, weights)
+    return net
+
+
+class InheritedScorer:
+    """Scores archs with weights inherited from a supernet, on a held-out split.
+
+    For spaces with BatchNorm, each candidate's statistics can be recalibrated on a few
+    training images first (train-mode forwards, no gradient, cumulative averages).
+    """
+
+    def __init__(self, net: nn.Module, splits: Splits, cfg: RunConfig, device: torch.device) -> None:
+        self.net, self.cfg, self.device = net.to(device), cfg, device
+        if splits.val is None:
+            raise ConfigError("search needs a held-out validation split: set data.val_fraction > 0")
+        self.val = _subset(splits.val, cfg.search.eval_images, cfg.search.seed)
+        self.test = splits.test
+        self.recal_images = cfg.search.bn_recal_images
+        self.recal_data = splits.train
+
+    def prepare(self, arch: Arch) -> nn.Module:
+        self.net.set_arch(arch)
+        if self.recal_images:
+            from cream.search.bn_recal import recalibrate_bn
+
+            loader = train_loader(self.recal_data, min(self.cfg.data.batch_size, self.recal_images),
+                                  seed=self.cfg.search.seed)
+            recalibrate_bn(self.net, loader, self.recal_images, device=self.device)
+        return self.net
+
+    def __call__(self, arch: Arch) -> float:
+        return self.score(arch, self.val)
+
+    def score(self, arch: Arch, dataset: Dataset) -> float:
+        model = self.prepare(arch)
+        return evaluate(model, dataset, batch_size=self.cfg.data.eval_batch_size, device=self.device)["top1"]
+
+
+def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+    """Search `cfg.space` with the supernet of `supernet_run`; write arch.json, search.json and search.png."""
+    from cream.report.plots import plot_pareto
+
+    start = time.perf_counter()
+    s = cfg.search
+    seed_everything(s.seed, threads=cfg.train.threads)
+    splits = build_splits(cfg.data)
+    net = load_supernet(cfg, supernet_run, splits.num_classes)
+    space = net.space
+    if not resume:
+        run.write_yaml("config.yaml", to_dict(cfg))
+    scorer = InheritedScorer(net, splits, cfg, pick_device(cfg.train.device))
+    windows = {}
+    if s.params_min or s.params_max:
+        windows["params"] = (s.params_min * 1e6, s.params_max * 1e6 if s.params_max else math.inf)
+    if s.macs_min or s.macs_max:
+        windows["macs"] = (s.macs_min * 1e6, s.macs_max * 1e6 if s.macs_max else math.inf)
+    feasible = cost_window(space, **windows) if windows else None
+    result = search(s.method, space, scorer, resume=resume, feasible=feasible, budget=s.budget, seed=s.seed,
+                    state_path=run.file("search_state.json"), **s.kwargs)
+    if not result.records:
+        raise CreamError("the search evaluated no arch: no arch of the space meets the limits "
+                         f"params {windows.get('params')} / macs {windows.get('macs')}")
+    top = result.top(s.test_top_k)
+    for rec in top:
+        rec["test_top1"] = scorer.score(rec["arch"], scorer.test)
+    best = result.best
+    arch_doc = {"arch": best["arch"], "space": cfg.space, "score": best["score"], "cost": best["cost"],
+                "test_top1": top[0]["test_top1"] if top else None}
+    run.write_json("arch.json", arch_doc)
+    run.write_json("search.json", {**result.to_dict(), "top": top})
+    plot_pareto(result.records, run.file("search.png"), cost="params")
+    summary = {"method": s.method, "queries": len(result.records), "best_score": best["score"],
+               "best_params": best["cost"]["params"], "best_macs": best["cost"]["macs"],
+               "best_test_top1_inherited": arch_doc["test_top1"], "wall_s": round(time.perf_counter() - start, 2)}
+    run.write_json("summary.json", summary)
+    write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
+    return summary
+
+
+def build_arch_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+    """The standalone model of `cfg.arch` in `cfg.space`: fresh, or inherited from the supernet in `cfg.init`."""
+    space = resolve_space(cfg, num_classes)
+    arch = space.validate(cfg.arch)
+    if cfg.init:
+        net = load_supernet(cfg, Path(cfg.init), num_classes)
+    else:
+        net = build_supernet(space)
+    return net.extract(arch)
+
+
+def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
+    if not n or n >= len(ds):
+        return ds
+    idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    return Subset(ds, idx.tolist())

@@ -1,0 +1,62 @@
+"""Supernet-training strategies, and the factory that builds one from a `StrategyConfig`."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from cream.config import StrategyConfig
+from cream.errors import ConfigError
+from cream.spaces.base import Arch, Space
+from cream.train.strategy import Strategy
+
+
+def step_rng(seed: int, step: int) -> random.Random:
+    """A generator that depends only on (seed, step): the same on every rank and after a resume."""
+    return random.Random(f"cream:{seed}:{step}")
+
+
+def reference_archs(space: Space, seed: int, count: int = 3) -> list[tuple[str, Arch]]:
+    """Fixed archs to follow during supernet training: the space's own (smallest/largest) or seeded samples."""
+    own = getattr(space, "reference_archs", None)
+    if callable(own):
+        return list(own().items())
+    rng = random.Random(f"cream-reference:{seed}")
+    return [(f"sample{i}", space.sample(rng)) for i in range(count)]
+
+
+class Uniform(Strategy):
+    """Single-path one-shot training (SPOS): a new random arch every step, the same on every rank."""
+
+    find_unused_parameters = True
+
+    def __init__(self, space: Space, seed: int = 0, **sample_kwargs: Any) -> None:
+        self.space, self.seed, self.sample_kwargs = space, seed, sample_kwargs
+
+    def arch_for_step(self, step: int) -> Arch:
+        return self.space.sample(step_rng(self.seed, step), **self.sample_kwargs)
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        self.engine.model.set_arch(self.arch_for_step(step))
+        return self.engine.criterion(model(images), targets)
+
+    def eval_archs(self) -> list[tuple[str, Any]]:
+        return reference_archs(self.space, self.seed)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform}
+
+
+def make_strategy(cfg: StrategyConfig, space: Space, seed: int) -> Strategy:
+    """The strategy `cfg.name` for `space`, with `cfg.kwargs`; a one-line error for bad parameters."""
+    if cfg.name not in STRATEGIES:
+        raise ConfigError(f"config key 'strategy.name' = {cfg.name!r} is not available; "
+                          f"choose one of {sorted(STRATEGIES)}")
+    try:
+        return STRATEGIES[cfg.name](space, seed=seed, **cfg.kwargs)
+    except TypeError as e:
+        raise ConfigError(f"config key 'strategy.kwargs' = {cfg.kwargs!r} does not fit strategy "
+                          f"'{cfg.name}': {e}") from None

@@ -1,0 +1,133 @@
+"""The training engine: kill-and-resume bit identity, DDP parity, non-finite losses."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cream.config import RunConfig, load_config
+from cream.errors import TrainingError
+from cream.pipeline import train_standalone
+from cream.run_dir import RunDir
+from cream.train.strategy import Strategy
+
+# A tiny ViT (LayerNorm only, so DDP matches one process exactly) on 16 px digits.
+TINY = [
+    "model.name=vit_tiny_patch16_224",
+    "model.kwargs={img_size: 16, patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2}",
+    "data.batch_size=16", "data.train_per_class=40", "train.threads=1",
+]
+
+
+def _run(out: Path, extra: list[str], *cmd_prefix: str) -> subprocess.Popen:
+    cmd = [*cmd_prefix, "-m", "cream", "retrain", "--out", str(out), "--json"]
+    for item in TINY + extra:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+
+
+def _finish(p: subprocess.Popen) -> dict:
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_killed_run_resumes_bit_identical(tmp_path):
+    # Augmentation, drop path and mixup all draw random numbers: the resumed run must redraw the same ones.
+    extra = ["train.epochs=3", "train.deterministic=true", "train.ckpt_every_steps=3", "model.drop_path=0.1",
+             "data.train_crop=pad", "data.pad=2", "data.mixup=0.2", "optim.smoothing=0.1", "train.ema_decay=0.9",
+             "train.log_every=1"]
+    ref = _finish(_run(tmp_path / "ref", extra, sys.executable))
+
+    victim = _run(tmp_path / "killed", extra, sys.executable)
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(p.name >= "step-000000010.pt" for p in ckpts.glob("step-*.pt")):
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run ended before it was killed"
+
+    resumed = subprocess.run([sys.executable, "-m", "cream", "retrain", "--resume", str(tmp_path / "killed"),
+                              "--json"], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = load_file(tmp_path / "ref" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ea = load_file(tmp_path / "ref" / "model_ema.safetensors")
+    eb = load_file(tmp_path / "killed" / "model_ema.safetensors")
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["test_top1"] == ref["test_top1"]
+    ref_steps = [m["step"] for m in RunDir(tmp_path / "ref").read_metrics()]
+    assert [m["step"] for m in RunDir(tmp_path / "killed").read_metrics()] == ref_steps
+
+
+def test_ddp_two_processes_match_one_process(tmp_path):
+    common = ["train.epochs=1", "train.deterministic=true", "optim.lr=0.003"]
+    one = _run(tmp_path / "one", [*common, "data.batch_size=16"], sys.executable)
+    two = _run(tmp_path / "two", [*common, "data.batch_size=8"], sys.executable, "-m", "torch.distributed.run",
+               "--standalone", "--nproc_per_node=2")
+    r1, r2 = _finish(one), _finish(two)
+    a, b = load_file(tmp_path / "one" / "model.safetensors"), load_file(tmp_path / "two" / "model.safetensors")
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-4, f"max weight difference {worst}"
+    assert r1["steps"] == r2["steps"] > 0
+    assert abs(r1["test_top1"] - r2["test_top1"]) <= 1 / 360  # at most one test image flips
+
+
+class NaNAt(Strategy):
+    def __init__(self, bad_step: int) -> None:
+        self.bad_step = bad_step
+
+    def loss(self, model, images, targets, step):
+        loss = super().loss(model, images, targets, step)
+        return loss * float("nan") if step == self.bad_step else loss
+
+
+def _engine(tmp_path, overrides, strategy):
+    from cream.data import build_splits
+    from cream.pipeline import build_model
+    from cream.train.engine import Engine
+
+    cfg = load_config(RunConfig, None, TINY + overrides)
+    splits = build_splits(cfg.data)
+    run = RunDir.create(str(tmp_path / "run"), "retrain")
+    return Engine(cfg, build_model(cfg, splits.num_classes), splits, run, strategy)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_checkpoint(tmp_path):
+    engine = _engine(tmp_path, ["train.epochs=2", "train.ckpt_every_steps=2"], NaNAt(5))
+    with pytest.raises(TrainingError, match=r"loss is nan at step 5 .*step-000000004\.pt"):
+        engine.fit()
+    assert (tmp_path / "run" / "checkpoints" / "step-000000004.pt").is_file()
+
+
+def test_nan_loss_skipped_when_configured(tmp_path):
+    engine = _engine(tmp_path, ["train.epochs=1", "train.on_nan=skip"], NaNAt(2))
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    out = engine.fit()
+    assert out["skipped_steps"] == 1 and out["steps"] == engine.steps_per_epoch
+    assert any(not torch.equal(before[k], v) for k, v in engine.model.state_dict().items())
+    assert all(torch.isfinite(p).all() for p in engine.model.parameters())
+
+
+def test_train_standalone_writes_the_run_directory(tmp_path):
+    cfg = load_config(RunConfig, None, TINY + ["train.epochs=1"])
+    run = RunDir.create(str(tmp_path / "r"), "retrain")
+    summary = train_standalone(cfg, run)
+    for name in ["config.yaml", "metrics.jsonl", "model.safetensors", "summary.json", "report.md"]:
+        assert (tmp_path / "r" / name).is_file(), name
+    assert 0.0 <= summary["test_top1"] <= 1.0 and summary["wall_s"] > 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["test_top1"] == summary["test_top1"]
+    assert len(list((tmp_path / "r" / "checkpoints").glob("step-*.pt"))) == 1
