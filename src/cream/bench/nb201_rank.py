@@ -10,33 +10,31 @@ training, short schedule) are ranked against the same truth on the same sample.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from cream.bench.nb201 import NB201Table
+from cream.errors import ConfigError
 from cream.report.plots import plot_rank_scatter
-from cream.search.inherited import Batches, inherited_accuracies
 from cream.search.rank import DEFAULT_KS, rank_stats, stratified_sample
-from cream.spaces.nb201 import arch_to_str, index_to_arch
+from cream.spaces.base import Arch
+from cream.spaces.nb201 import NB201Space, arch_to_str, index_to_arch
 
 TRUTH = "cifar10_test_200ep"
 REFERENCES: tuple[str, ...] = ("cifar10_val_12ep", "cifar10_test_12ep")
 
 
-def rank_supernet(supernet: nn.Module, table: NB201Table, batches: Batches, calib: Batches | None = None,
-                  bn_images: int = 0, sample: int = 100, seed: int = 0, truth: str = TRUTH,
-                  ks: Sequence[float] = DEFAULT_KS) -> dict[str, Any]:
-    """Score a stratified sample of `sample` cells with inherited weights and rank them against `truth`.
+def rank_scores(score: Callable[[Arch], float], table: NB201Table, sample: int = 100, seed: int = 0,
+                truth: str = TRUTH, ks: Sequence[float] = DEFAULT_KS) -> dict[str, Any]:
+    """Score a stratified sample of `sample` cells with `score(arch)` and rank them against `truth`.
 
     Returns `{"records": [{"arch", "index", "score", truth}], "rank": {...}}`; `rank` holds the
-    statistics of the supernet scores and, under `reference`, those of the 12-epoch columns.
+    statistics of the scores and, under `reference`, those of the 12-epoch columns on the same cells.
     """
     truth_values = table.column(truth)
     indices = stratified_sample(truth_values, sample, seed)
-    scores = inherited_accuracies(supernet, [index_to_arch(i) for i in indices], batches, calib, bn_images)
+    scores = [float(score(index_to_arch(i))) for i in indices]
     true = [float(truth_values[i]) for i in indices]
     records = [{"arch": arch_to_str(index_to_arch(i)), "index": i, "score": s, truth: t}
                for i, s, t in zip(indices, scores, true, strict=True)]
@@ -44,9 +42,40 @@ def rank_supernet(supernet: nn.Module, table: NB201Table, batches: Batches, cali
     for column in REFERENCES:
         ref = rank_stats(true, [float(table.column(column)[i]) for i in indices], ks)
         reference[column] = {k: ref[k] for k in ("kendall_tau", "spearman_rho", "precision_at_k")}
-    rank = {"truth": truth, "sample": sample, "sample_seed": seed, "bn_recal_images": bn_images,
-            "eval_images": sum(len(y) for _, y in batches), **rank_stats(true, scores, ks), "reference": reference}
+    rank = {"truth": truth, "sample": sample, "sample_seed": seed, **rank_stats(true, scores, ks),
+            "reference": reference}
     return {"records": records, "rank": rank}
+
+
+def rank_supernet_run(supernet_run: str | Path, table: NB201Table, sample: int = 100, seed: int = 0,
+                      bn_recal_images: int = 1024, eval_images: int = 0) -> dict[str, Any]:
+    """`rank_scores` of a `cream supernet` run: top-1 (%) with inherited weights on the run's held-out split.
+
+    Each cell is scored exactly as `cream search` scores it (`cream.oneshot.InheritedScorer`), with
+    its BN statistics recalibrated on `bn_recal_images` training images (0 = the supernet's own).
+    """
+    from cream.config import RunConfig, load_config
+    from cream.data import build_splits
+    from cream.oneshot import InheritedScorer, load_supernet
+    from cream.train.engine import pick_device, seed_everything
+
+    run = Path(supernet_run)
+    if not (run / "config.yaml").is_file():
+        raise ConfigError(f"'{run}' is not a run directory (no config.yaml)")
+    cfg = load_config(RunConfig, run / "config.yaml",
+                      [f"search.bn_recal_images={bn_recal_images}", f"search.eval_images={eval_images}",
+                       f"search.seed={seed}"])
+    seed_everything(seed, threads=cfg.train.threads)
+    splits = build_splits(cfg.data)
+    net = load_supernet(cfg, run, splits.num_classes)
+    if not isinstance(net.space, NB201Space):
+        raise ConfigError(f"run '{run}' trained a supernet of space '{net.space.name}'; ranking against the "
+                          "NAS-Bench-201 table needs an nb201 supernet")
+    scorer = InheritedScorer(net, splits, cfg, pick_device(cfg.train.device))
+    result = rank_scores(lambda arch: 100.0 * scorer(arch), table, sample, seed)
+    result["rank"].update({"supernet": str(run), "bn_recal_images": bn_recal_images,
+                           "eval_images": len(scorer.val)})
+    return result
 
 
 def write_rank(out: str | Path, result: dict[str, Any]) -> dict[str, Path]:

@@ -31,9 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", help="nb201.csv for --supernet (default: $CREAM_SHARED_DATA/nb201/nb201.csv or "
                                    "../shared/data/nb201/nb201.csv)")
     p.add_argument("--sample", type=int, default=100, help="cells in the stratified sample (--supernet)")
-    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--sample-seed", type=int, default=0,
+                   help="seed of the sample, of the BN calibration images and of --eval-images")
     p.add_argument("--bn-recal-images", type=int, default=1024,
                    help="training images for BN recalibration of each cell (0 = keep the supernet's statistics)")
+    p.add_argument("--eval-images", type=int, default=0,
+                   help="validation images scored per cell (0 = the run's whole held-out split)")
     p.add_argument("--out", help="output folder (default: the run directory with --supernet, else the cwd)")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     p.set_defaults(func=main)
@@ -74,12 +77,10 @@ def _rank_files(args: argparse.Namespace) -> dict[str, Any]:
 
 def _rank_supernet(args: argparse.Namespace) -> dict[str, Any]:
     from cream.bench import NB201Table
-    from cream.bench.nb201_rank import rank_supernet, write_rank
-    from cream.search.inherited import load_supernet_run
+    from cream.bench.nb201_rank import rank_supernet_run, write_rank
 
     table = NB201Table(nb201_table_path(args.table))
-    loaded = load_supernet_run(args.supernet, calib_images=args.bn_recal_images)
-    result = rank_supernet(loaded.supernet, table, loaded.val, loaded.calib, args.bn_recal_images,
-                           sample=args.sample, seed=args.sample_seed)
+    result = rank_supernet_run(args.supernet, table, args.sample, args.sample_seed, args.bn_recal_images,
+                               args.eval_images)
     files = write_rank(args.out or args.supernet, result)
     return {**result["rank"], "files": [str(p) for p in files.values()]}
