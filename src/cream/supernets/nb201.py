@@ -69,8 +69,4 @@ class NB201Supernet(NB201Macro):
         return net.to(next(self.parameters()).device).train(self.training)
 
 
-def build(space: NB201Space) -> NB201Supernet:
-    return NB201Supernet(space)
-
-
-register_supernet(NB201Space, build)
+register_supernet(NB201Space, NB201Supernet)
