@@ -155,6 +155,7 @@ class RunConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     arch: dict = option({}, doc="the architecture a retrain builds from `space` (instead of model.name)")
     init: str = option("", doc="retrain: start from a supernet run's inherited weights instead of from scratch")
+    retrain: dict = option({}, doc="cream run: overrides for its retrain stage, e.g. {train: {epochs: 30}}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +230,11 @@ def from_dict(cls: type[T], data: Any, prefix: str = "") -> T:
         else:
             kwargs[name] = _check_value(dotted, data[name], tp, f.metadata)
     return cls(**kwargs)
+
+
+def with_overrides(cfg: T, overrides: dict, **fields: Any) -> T:
+    """A copy of config `cfg` with a nested mapping of overrides (checked like a file) and top-level fields."""
+    return from_dict(type(cfg), _deep_merge(_deep_merge(to_dict(cfg), overrides), fields))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -1,2 +1,2 @@
 """Standalone models, registered with timm on import."""
-from cream.models import nb201 as _nb201  # noqa: F401
+from cream.models import autoformer, nb201  # noqa: F401

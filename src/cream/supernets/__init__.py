@@ -1,3 +1,3 @@
 """Supernets, one module per space family; importing this package registers them all."""
 
-from cream.supernets import nb201 as _nb201  # noqa: F401
+from cream.supernets import nb201, vit  # noqa: F401

@@ -19,13 +19,14 @@ def step_rng(seed: int, step: int) -> random.Random:
     return random.Random(f"cream:{seed}:{step}")
 
 
-def reference_archs(space: Space, seed: int, count: int = 3) -> list[tuple[str, Arch]]:
-    """Fixed archs to follow during supernet training: the space's own (smallest/largest) or seeded samples."""
-    own = getattr(space, "reference_archs", None)
-    if callable(own):
-        return list(own().items())
+def reference_archs(space: Space, seed: int, count: int = 2) -> list[tuple[str, Arch]]:
+    """Fixed archs to follow during supernet training (not one random subnet, which is a noisy signal).
+
+    The space's smallest and largest archs where it defines them, plus `count` seeded samples.
+    """
+    refs = [(name, getattr(space, name)()) for name in ("smallest", "largest") if callable(getattr(space, name, None))]
     rng = random.Random(f"cream-reference:{seed}")
-    return [(f"sample{i}", space.sample(rng)) for i in range(count)]
+    return refs + [(f"sample{i}", space.sample(rng)) for i in range(count)]
 
 
 class Uniform(Strategy):

@@ -1,0 +1,1 @@
+"""Shared network blocks: static ViT blocks and their elastic (weight-entangled) counterparts."""

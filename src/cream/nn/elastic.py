@@ -1,0 +1,170 @@
+"""Elastic (weight-entangled) layers: each holds super weights and uses their leading slice.
+
+Every elastic op has `set_active(...)` to choose its slice and `active_params()` returning the
+sliced tensors under the same names as its static counterpart (`cream.nn.vit_blocks`). Its
+forward uses exactly `active_params()`, so a state dict built from them reproduces the
+supernet's output in the static model. Slices are views, with one exception: when gradients
+are on, a slice of the input columns (strided) is copied, because the backward matmul on a
+strided weight measured ~10 % slower per linear on CPU than on a contiguous copy, and the copy
+is small next to the activations. The qkv weight, whose Q, K and V parts come from three
+places, is always copied.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cream.nn.relpos import attend
+
+
+class ElasticModule(nn.Module):
+    """Marker base: an op with super weights that exposes its active slice."""
+
+    def active_params(self) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+class ElasticLinear(nn.Linear, ElasticModule):
+    """`y = x W[:out, :in]ᵀ + b[:out]`."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.active_in, self.active_out = in_features, out_features
+
+    def set_active(self, in_features: int, out_features: int) -> None:
+        self.active_in, self.active_out = in_features, out_features
+
+    def active_params(self) -> dict[str, Tensor]:
+        o = self.active_out
+        weight = self.weight[:o, : self.active_in]
+        p = {"weight": weight.contiguous() if torch.is_grad_enabled() else weight}
+        if self.bias is not None:
+            p["bias"] = self.bias[:o]
+        return p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, **self.active_params())
+
+
+class ElasticQKV(nn.Linear, ElasticModule):
+    """The fused Q/K/V projection: `3·width` output rows, of which 3·q are used.
+
+    Default layout: the rows are three blocks [Q; K; V] of `width` rows each, and a subnet of
+    width q takes the first q rows of each block, for the weight and the bias alike.
+    `legacy=True` reproduces the original AutoFormer slicing (spec §3): Q, K, V are the rows
+    0, 3, 6, …; 1, 4, 7, …; 2, 5, 8, … of `W[:3q, :d]`, while the bias is `b[:3q]`, contiguous.
+    Either way the active weight is returned as [Q; K; V] of shape (3q, d).
+    """
+
+    def __init__(self, in_features: int, width: int, legacy: bool = False) -> None:
+        super().__init__(in_features, 3 * width)
+        self.width, self.legacy = width, legacy
+        self.active_in, self.active_width = in_features, width
+
+    def set_active(self, in_features: int, width: int) -> None:
+        self.active_in, self.active_width = in_features, width
+
+    def active_params(self) -> dict[str, Tensor]:
+        d, q = self.active_in, self.active_width
+        if self.legacy:
+            weight = self.weight[: 3 * q, :d].view(q, 3, d).transpose(0, 1).reshape(3 * q, d)
+            bias = self.bias[: 3 * q]
+        else:
+            weight = self.weight.view(3, self.width, -1)[:, :q, :d].reshape(3 * q, d)
+            bias = self.bias.view(3, self.width)[:, :q].reshape(3 * q)
+        return {"weight": weight, "bias": bias}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, **self.active_params())
+
+
+class ElasticLayerNorm(nn.LayerNorm, ElasticModule):
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__(dim, eps=eps)
+        self.active_dim = dim
+
+    def set_active(self, dim: int) -> None:
+        self.active_dim = dim
+
+    def active_params(self) -> dict[str, Tensor]:
+        return {"weight": self.weight[: self.active_dim], "bias": self.bias[: self.active_dim]}
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (self.active_dim,), **self.active_params(), eps=self.eps)
+
+
+class ElasticConv2d(nn.Conv2d, ElasticModule):
+    """A convolution that uses its first `active_out` output channels (all input channels)."""
+
+    def __init__(self, in_chans: int, out_chans: int, kernel_size: int, stride: int) -> None:
+        super().__init__(in_chans, out_chans, kernel_size, stride=stride)
+        self.active_out = out_chans
+
+    def set_active(self, out_chans: int) -> None:
+        self.active_out = out_chans
+
+    def active_params(self) -> dict[str, Tensor]:
+        return {"weight": self.weight[: self.active_out], "bias": self.bias[: self.active_out]}
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.active_params()
+        return F.conv2d(x, p["weight"], p["bias"], self.stride)
+
+
+class ElasticPatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = ElasticConv2d(in_chans, embed_dim, patch_size, patch_size)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+class ElasticAttention(ElasticModule):
+    """Attention with a fixed head dim: h active heads use Q/K/V width q = h·head_dim.
+
+    The relative-position tables are shared by all heads and always used whole (head_dim wide).
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int = 64, rel_pos: bool = True,
+                 max_relative_position: int = 14, legacy_qkv: bool = False) -> None:
+        super().__init__()
+        self.head_dim, self.max_rel = head_dim, max_relative_position
+        width = num_heads * head_dim
+        self.qkv = ElasticQKV(dim, width, legacy=legacy_qkv)
+        self.proj = ElasticLinear(width, dim)
+        if rel_pos:
+            rows = 2 * max_relative_position + 2
+            self.rel_pos_k = nn.Parameter(torch.zeros(2, rows, head_dim))
+            self.rel_pos_v = nn.Parameter(torch.zeros(2, rows, head_dim))
+        else:
+            self.rel_pos_k = self.rel_pos_v = None
+        self.active_heads = num_heads
+
+    def set_active(self, dim: int, num_heads: int) -> None:
+        width = num_heads * self.head_dim
+        self.active_heads = num_heads
+        self.qkv.set_active(dim, width)
+        self.proj.set_active(width, dim)
+
+    def active_params(self) -> dict[str, Tensor]:
+        if self.rel_pos_k is None:
+            return {}
+        return {"rel_pos_k": self.rel_pos_k, "rel_pos_v": self.rel_pos_v}
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        x = attend(self.qkv(x), self.active_heads, self.head_dim, self.rel_pos_k, self.rel_pos_v, grid,
+                   self.max_rel)
+        return self.proj(x)
+
+
+def active_state_dict(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:
+    """The active slices of every elastic op under `module`, keyed like a static state dict."""
+    state = {}
+    for name, m in module.named_modules(prefix=prefix):
+        if isinstance(m, ElasticModule):
+            state.update({f"{name}.{k}" if name else k: t for k, t in m.active_params().items()})
+    return state

@@ -1,0 +1,88 @@
+"""Static AutoFormer ViT blocks: patch embedding, attention with a fixed head dim, MLP, block.
+
+These are what a standalone model is built from; `cream.nn.elastic` has the elastic
+counterparts with the same parameter names, so an extracted state dict loads strictly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import Tensor, nn
+
+from cream.nn.relpos import attend
+
+
+def gelu_fp32(x: Tensor) -> Tensor:
+    """Exact (erf) GELU computed in fp32 (as the original), cast back to the input dtype."""
+    return F.gelu(x.float()).type_as(x)
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches → tokens; returns the tokens and the (H, W) patch grid."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
+
+
+class Attention(nn.Module):
+    """Multi-head attention whose width is heads × head_dim (independent of the embed dim).
+
+    `qkv` rows are [Q; K; V], each `num_heads·head_dim` wide. With `rel_pos`, each of K and V
+    has its own pair of 2-D relative-position tables (`cream.nn.relpos`).
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int = 64, rel_pos: bool = True,
+                 max_relative_position: int = 14) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.max_rel = num_heads, head_dim, max_relative_position
+        width = num_heads * head_dim
+        self.qkv = nn.Linear(dim, 3 * width)
+        self.proj = nn.Linear(width, dim)
+        if rel_pos:
+            rows = 2 * max_relative_position + 2
+            self.rel_pos_k = nn.Parameter(torch.zeros(2, rows, head_dim))
+            self.rel_pos_v = nn.Parameter(torch.zeros(2, rows, head_dim))
+        else:
+            self.rel_pos_k = self.rel_pos_v = None
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        x = attend(self.qkv(x), self.num_heads, self.head_dim, self.rel_pos_k, self.rel_pos_v, grid,
+                   self.max_rel)
+        return self.proj(x)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(gelu_fp32(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + DropPath(Dropout(Attn(LN(x)))), x + DropPath(MLP(LN(x)))."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, head_dim: int = 64, rel_pos: bool = True,
+                 max_relative_position: int = 14, drop: float = 0.0, attn_drop: float = 0.0,
+                 drop_path: float = 0.0, norm_eps: float = 1e-5) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = Attention(dim, num_heads, head_dim, rel_pos, max_relative_position)
+        self.attn_drop = nn.Dropout(attn_drop) if attn_drop > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, mlp_hidden, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        x = x + self.drop_path(self.attn_drop(self.attn(self.norm1(x), grid)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))

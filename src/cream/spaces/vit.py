@@ -1,0 +1,273 @@
+"""The AutoFormer vision-transformer search space (pure data, no torch).
+
+An arch is `{"embed_dim": d, "depth": L, "num_heads": [h_1..h_L], "mlp_ratio": [r_1..r_L]}`.
+One embed dim is shared by all layers; heads and MLP ratio are chosen per layer. The head
+dim is fixed (64), so layer i has Q/K/V width q_i = 64·h_i and MLP width f_i = int(d·r_i).
+A subnet always uses the first L layers of the supernet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cream.errors import ArchError, ConfigError
+from cream.registry import register_family, register_space
+from cream.spaces.base import Arch, check_choice, check_keys
+
+ARCH_KEYS = ("embed_dim", "depth", "num_heads", "mlp_ratio")
+
+
+@dataclass(frozen=True)
+class ViTSpace:
+    """AutoFormer space: choices, super dims and the evolution rule's probabilities.
+
+    `super_embed_dim` may exceed the largest choice (the tiny space stores E = 256 but samples
+    d ≤ 240); it sets the supernet's width and the dropout scaling p·d/E. `legacy_qkv_bias`
+    selects the original's qkv slicing (interleaved weight rows, contiguous bias) that the
+    released checkpoints need; by default Q, K and V are three blocks sliced alike.
+    """
+
+    name: str
+    embed_dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    mlp_ratios: tuple[float, ...]
+    super_embed_dim: int = 0  # 0: the largest embed dim
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    rel_pos: bool = True
+    max_relative_position: int = 14
+    head_dim: int = 64
+    legacy_qkv_bias: bool = False
+    s_prob: float = 0.4  # mutation: redraw depth, and embed dim, each with this probability
+    m_prob: float = 0.2  # mutation: redraw each layer's ratio, and heads, with this probability
+    _hidden: dict[int, dict[float, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dims", "depths", "num_heads", "mlp_ratios"):
+            values = getattr(self, name)
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise ConfigError(f"space.{name} = {values!r} must be a non-empty list")
+            cast = float if name == "mlp_ratios" else int
+            try:
+                values = tuple(sorted({cast(v) for v in values}))
+            except (TypeError, ValueError):
+                raise ConfigError(f"space.{name} = {values!r} must be a list of numbers") from None
+            if values[0] <= 0:
+                raise ConfigError(f"space.{name} = {list(values)} must be positive")
+            object.__setattr__(self, name, values)
+        if self.super_embed_dim == 0:
+            object.__setattr__(self, "super_embed_dim", self.embed_dims[-1])
+        if self.super_embed_dim < self.embed_dims[-1]:
+            raise ConfigError(
+                f"space.super_embed_dim = {self.super_embed_dim} must be at least the largest "
+                f"embed dim {self.embed_dims[-1]}"
+            )
+        if self.img_size % self.patch_size:
+            raise ConfigError(
+                f"space.img_size = {self.img_size} must be a multiple of patch_size {self.patch_size}"
+            )
+        for name in ("s_prob", "m_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"space.{name} = {getattr(self, name)} must lie in [0, 1]")
+        self._hidden.update({d: {r: int(d * r) for r in self.mlp_ratios} for d in self.embed_dims})
+
+    # ---- super dims (the supernet's shape) ----
+    @property
+    def super_depth(self) -> int:
+        return self.depths[-1]
+
+    @property
+    def super_qkv_dim(self) -> int:
+        return self.num_heads[-1] * self.head_dim
+
+    @property
+    def super_mlp_dim(self) -> int:
+        return int(self.super_embed_dim * self.mlp_ratios[-1])
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        side = self.img_size // self.patch_size
+        return side, side
+
+    @property
+    def rel_pos_rows(self) -> int:
+        """Rows of one relative-position table: 2R + 1 offsets plus index 0 for the class token."""
+        return 2 * self.max_relative_position + 2
+
+    def largest(self) -> Arch:
+        """The widest, deepest arch of the space (the supernet's default path)."""
+        L = self.depths[-1]
+        return {"embed_dim": self.embed_dims[-1], "depth": L, "num_heads": [self.num_heads[-1]] * L,
+                "mlp_ratio": [self.mlp_ratios[-1]] * L}
+
+    def smallest(self) -> Arch:
+        L = self.depths[0]
+        return {"embed_dim": self.embed_dims[0], "depth": L, "num_heads": [self.num_heads[0]] * L,
+                "mlp_ratio": [self.mlp_ratios[0]] * L}
+
+    def num_archs(self) -> int:
+        """|D| · Σ_L (|H|·|R|)^L."""
+        per_layer = len(self.num_heads) * len(self.mlp_ratios)
+        return len(self.embed_dims) * sum(per_layer**L for L in self.depths)
+
+    # ---- the Space protocol ----
+    def validate(self, arch: Arch) -> Arch:
+        check_keys(arch, ARCH_KEYS)
+        d = check_choice("embed_dim", arch["embed_dim"], self.embed_dims)
+        L = check_choice("depth", arch["depth"], self.depths)
+        lists = {}
+        for key, choices in (("num_heads", self.num_heads), ("mlp_ratio", self.mlp_ratios)):
+            values = arch[key]
+            if not isinstance(values, (list, tuple)) or len(values) != L:
+                raise ArchError(f"arch field '{key}' = {values!r} must be a list of {L} per-layer values")
+            lists[key] = [check_choice(f"{key}[{i}]", v, choices) for i, v in enumerate(values)]
+        return {"embed_dim": d, "depth": L, "num_heads": lists["num_heads"], "mlp_ratio": lists["mlp_ratio"]}
+
+    def sample(self, rng: random.Random) -> Arch:
+        """Uniform draw in the original's order: depth, per-layer ratios, per-layer heads, embed dim."""
+        L = rng.choice(self.depths)
+        ratios = [rng.choice(self.mlp_ratios) for _ in range(L)]
+        heads = [rng.choice(self.num_heads) for _ in range(L)]
+        d = rng.choice(self.embed_dims)
+        return {"embed_dim": d, "depth": L, "num_heads": heads, "mlp_ratio": ratios}
+
+    def mutate(self, arch: Arch, rng: random.Random) -> Arch:
+        """AutoFormer's rule: depth (s_prob), then each ratio and each heads (m_prob), then embed (s_prob)."""
+        L, d = arch["depth"], arch["embed_dim"]
+        ratios, heads = list(arch["mlp_ratio"]), list(arch["num_heads"])
+        if rng.random() < self.s_prob:
+            new_L = rng.choice(self.depths)
+            if new_L > L:
+                ratios += [rng.choice(self.mlp_ratios) for _ in range(new_L - L)]
+                heads += [rng.choice(self.num_heads) for _ in range(new_L - L)]
+            L, ratios, heads = new_L, ratios[:new_L], heads[:new_L]
+        for i in range(L):
+            if rng.random() < self.m_prob:
+                ratios[i] = rng.choice(self.mlp_ratios)
+        for i in range(L):
+            if rng.random() < self.m_prob:
+                heads[i] = rng.choice(self.num_heads)
+        if rng.random() < self.s_prob:
+            d = rng.choice(self.embed_dims)
+        return {"embed_dim": d, "depth": L, "num_heads": heads, "mlp_ratio": ratios}
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch | None:
+        """Each gene from either parent; parents of different depth are not compatible (None)."""
+        if a["depth"] != b["depth"]:
+            return None
+        pick = rng.choice
+        return {
+            "embed_dim": pick((a["embed_dim"], b["embed_dim"])),
+            "depth": a["depth"],
+            "num_heads": [pick(p) for p in zip(a["num_heads"], b["num_heads"], strict=True)],
+            "mlp_ratio": [pick(p) for p in zip(a["mlp_ratio"], b["mlp_ratio"], strict=True)],
+        }
+
+    def cost(self, arch: Arch) -> dict[str, int]:
+        """Analytic params (the original's sliced-tensor count, rel-pos tables included) and MACs.
+
+        MACs are every multiply-add of a matmul-like op for one image, as the supernet and the
+        extracted model execute them: patch conv, qkv, q·kᵀ, a·v, proj, fc1, fc2, head, and with
+        rel-pos the two table products per layer (q·Tᵀ for keys, binned a·T for values). Norms,
+        softmax, activations, gathers and additions are not counted.
+        """
+        d, L = arch["embed_dim"], arch["depth"]
+        sum_q = sum(arch["num_heads"]) * self.head_dim
+        try:
+            sum_f = sum(map(self._hidden[d].__getitem__, arch["mlp_ratio"]))
+        except KeyError:  # a value outside the choices (e.g. an unvalidated arch)
+            sum_f = sum(int(d * r) for r in arch["mlp_ratio"])
+        C, p, nc = self.in_chans, self.patch_size, self.num_classes
+        P = (self.img_size // p) ** 2
+        N = P + 1
+        rel_params = 4 * self.rel_pos_rows * self.head_dim if self.rel_pos else 0
+        rel_macs = 4 * self.rel_pos_rows * N if self.rel_pos else 0  # per unit of q
+        params = (
+            d * (C * p * p + 1)  # patch conv
+            + d * (P + 2)  # class token + position embedding
+            + L * (6 * d + rel_params)  # LN1, LN2, proj bias, fc2 bias; rel-pos tables
+            + sum_q * (4 * d + 3)  # qkv weight and bias, proj weight
+            + sum_f * (2 * d + 1)  # fc1 weight and bias, fc2 weight
+            + 2 * d  # final LN
+            + nc * (d + 1)  # head
+        )
+        macs = P * d * C * p * p + sum_q * (4 * N * d + 2 * N * N + rel_macs) + sum_f * 2 * N * d + d * nc
+        return {"params": params, "macs": macs}
+
+
+# ---- presets (spec §1) ----
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    "autoformer-tiny": dict(embed_dims=(192, 216, 240), super_embed_dim=256, depths=(12, 13, 14),
+                            num_heads=(3, 4), mlp_ratios=(3.5, 4.0)),
+    # The published T subnet uses ratio 3.0 in three layers, outside the T space (spec §8 item 4):
+    # this space has the same supernet shape as "autoformer-tiny" and also allows 3.0.
+    "autoformer-tiny-ext": dict(embed_dims=(192, 216, 240), super_embed_dim=256, depths=(12, 13, 14),
+                                num_heads=(3, 4), mlp_ratios=(3.0, 3.5, 4.0)),
+    "autoformer-small": dict(embed_dims=(320, 384, 448), depths=(12, 13, 14), num_heads=(5, 6, 7),
+                             mlp_ratios=(3.0, 3.5, 4.0)),
+    # supernet-B.yaml (the README's training command) allows heads {9, 10} ...
+    "autoformer-base": dict(embed_dims=(528, 576, 624), super_embed_dim=640, depths=(14, 15, 16),
+                            num_heads=(9, 10), mlp_ratios=(3.0, 3.5, 4.0)),
+    # ... the B subnet yaml (and the paper) heads {8, 9, 10}.
+    "autoformer-base-8": dict(embed_dims=(528, 576, 624), super_embed_dim=640, depths=(14, 15, 16),
+                              num_heads=(8, 9, 10), mlp_ratios=(3.0, 3.5, 4.0)),
+}
+
+_FIELDS = {f.name for f in dataclasses.fields(ViTSpace) if f.init}
+
+
+def vit_space(**cfg: Any) -> ViTSpace:
+    """A `ViTSpace` from a config mapping (family "vit"); unknown keys raise `ConfigError`."""
+    unknown = sorted(set(cfg) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"space keys {unknown} are unknown for family 'vit'; allowed: {sorted(_FIELDS)}")
+    for key in ("embed_dims", "depths", "num_heads", "mlp_ratios"):
+        if key not in cfg:
+            raise ConfigError(f"space.{key} is required for family 'vit'")
+    cfg.setdefault("name", "vit")
+    return ViTSpace(**cfg)
+
+
+def _preset(name: str):
+    def factory(**overrides: Any) -> ViTSpace:
+        return vit_space(**{"name": name, **_PRESETS[name], **overrides})
+
+    return factory
+
+
+for _name in _PRESETS:
+    register_space(_name, _preset(_name))
+register_family("vit", vit_space)
+
+
+# ---- published subnets (spec §7) ----
+
+PUBLISHED_SPACES = {"tiny": "autoformer-tiny-ext", "small": "autoformer-small", "base": "autoformer-base"}
+
+
+def published_archs() -> dict[str, Arch]:
+    """The three published AutoFormer subnets (T, S, B), keyed "tiny", "small", "base".
+
+    Each validates in the space named by `PUBLISHED_SPACES` (T needs "autoformer-tiny-ext").
+    """
+
+    def arch(d: int, heads: str, ratios: str) -> Arch:
+        h = [int(x) for x in heads.split(",")]
+        r = [float(x) for x in ratios.split(",")]
+        return {"embed_dim": d, "depth": len(h), "num_heads": h, "mlp_ratio": r}
+
+    return {
+        "tiny": arch(192, "3,3,3,3,3,3,3,3,3,3,4,3,3", "3.5,3.5,3.0,3.5,3.0,3.0,4.0,4.0,3.5,4.0,3.5,4.0,3.5"),
+        "small": arch(384, "6,6,5,7,5,5,5,6,6,7,7,6,7",
+                      "3.0,3.5,3.0,3.5,4.0,4.0,4.0,4.0,4.0,4.0,4.0,3.5,4.0"),
+        "base": arch(576, "9,9,9,9,9,10,9,9,10,9,10,9,9,10",
+                     "3.5,3.5,4.0,3.5,4.0,3.5,3.5,3.0,4.0,4.0,3.0,4.0,3.0,3.5"),
+    }

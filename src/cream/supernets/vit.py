@@ -1,0 +1,185 @@
+"""The AutoFormer supernet: one ViT at the super dims whose subnets use leading weight slices.
+
+`set_arch(arch)` picks the embed dim d (shared by all layers), the depth L (the first L blocks
+run, the rest are skipped) and each layer's heads and MLP ratio; `extract(arch)` copies the
+active slices into a standalone `AutoFormer` whose eval output equals the supernet's.
+"""
+
+from __future__ import annotations
+
+from itertools import islice
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import Tensor, nn
+
+from cream.models.autoformer import AutoFormer, init_vit_weights, model_kwargs
+from cream.nn.elastic import (
+    ElasticAttention,
+    ElasticLayerNorm,
+    ElasticLinear,
+    ElasticPatchEmbed,
+    active_state_dict,
+)
+from cream.nn.vit_blocks import gelu_fp32
+from cream.registry import register_supernet
+from cream.spaces.base import Arch
+from cream.spaces.vit import ViTSpace
+
+
+class ElasticMlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = ElasticLinear(dim, hidden)
+        self.fc2 = ElasticLinear(hidden, dim)
+        self.drop = 0.0
+
+    def set_active(self, dim: int, hidden: int, drop: float) -> None:
+        self.fc1.set_active(dim, hidden)
+        self.fc2.set_active(hidden, dim)
+        self.drop = drop
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = gelu_fp32(self.fc1(x))
+        if self.drop > 0:
+            x = F.dropout(x, self.drop, self.training)
+        x = self.fc2(x)
+        return F.dropout(x, self.drop, self.training) if self.drop > 0 else x
+
+
+class ElasticBlock(nn.Module):
+    """The block of `cream.nn.vit_blocks.Block` on super weights; dropout rates scale with d."""
+
+    def __init__(self, space: ViTSpace, drop_path: float) -> None:
+        super().__init__()
+        E = space.super_embed_dim
+        self.norm1 = ElasticLayerNorm(E)
+        self.attn = ElasticAttention(E, space.num_heads[-1], space.head_dim, space.rel_pos,
+                                     space.max_relative_position, legacy_qkv=space.legacy_qkv_bias)
+        self.norm2 = ElasticLayerNorm(E)
+        self.mlp = ElasticMlp(E, space.super_mlp_dim)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.attn_drop = 0.0
+
+    def set_active(self, dim: int, num_heads: int, hidden: int, drop: float, attn_drop: float) -> None:
+        self.norm1.set_active(dim)
+        self.attn.set_active(dim, num_heads)
+        self.norm2.set_active(dim)
+        self.mlp.set_active(dim, hidden, drop)
+        self.attn_drop = attn_drop
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        a = self.attn(self.norm1(x), grid)
+        if self.attn_drop > 0:
+            a = F.dropout(a, self.attn_drop, self.training)
+        x = x + self.drop_path(a)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ViTSupernet(nn.Module):
+    """AutoFormer supernet for a `ViTSpace` (spec §2–§3).
+
+    Dropout rates are the original's `calc_dropout`: p·d/E for the sampled d. Layer i's
+    stochastic-depth rate is `linspace(0, drop_path_rate, super_depth)[i]` whatever the depth.
+    """
+
+    def __init__(self, space: ViTSpace, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, global_pool: str = "avg") -> None:
+        super().__init__()
+        if global_pool not in ("avg", "token"):
+            raise ValueError(f"global_pool = {global_pool!r}; choose 'avg' or 'token'")
+        self.space = space
+        self.drop_rate, self.attn_drop_rate, self.drop_path_rate = drop_rate, attn_drop_rate, drop_path_rate
+        self.global_pool = global_pool
+        self.num_classes = space.num_classes
+        E = self.num_features = space.super_embed_dim
+        H, W = space.grid
+        self.patch_embed = ElasticPatchEmbed(space.patch_size, space.in_chans, E)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
+        self.pos_embed = nn.Parameter(torch.zeros(1, H * W + 1, E))
+        dpr = torch.linspace(0, drop_path_rate, space.super_depth).tolist()
+        self.blocks = nn.ModuleList(ElasticBlock(space, dpr[i]) for i in range(space.super_depth))
+        self.norm = ElasticLayerNorm(E)
+        self.head = ElasticLinear(E, self.num_classes) if self.num_classes > 0 else nn.Identity()
+        self.pretrained_cfg = {"input_size": (space.in_chans, space.img_size, space.img_size),
+                               "num_classes": self.num_classes}
+        init_vit_weights(self)
+        self.set_arch(space.largest())
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "cls_token", "*.rel_pos_k", "*.rel_pos_v"}
+
+    @property
+    def arch(self) -> Arch:
+        return self._arch
+
+    def set_arch(self, arch: Arch) -> None:
+        """Select the path of `arch` (validated) for the next forwards."""
+        arch = self.space.validate(arch)
+        d = arch["embed_dim"]
+        scale = d / self.space.super_embed_dim
+        self._arch, self._dim, self._depth = arch, d, arch["depth"]
+        self._pos_drop = self.drop_rate * scale
+        self.patch_embed.proj.set_active(d)
+        for blk, h, r in zip(self.blocks, arch["num_heads"], arch["mlp_ratio"], strict=False):
+            blk.set_active(d, h, int(d * r), self.drop_rate * scale, self.attn_drop_rate * scale)
+        self.norm.set_active(d)
+        if isinstance(self.head, ElasticLinear):
+            self.head.set_active(d, self.num_classes)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        d = self._dim
+        x, grid = self.patch_embed(x)
+        cls = self.cls_token[..., :d].expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1) + self.pos_embed[..., :d]
+        if self._pos_drop > 0:
+            x = F.dropout(x, self._pos_drop, self.training)
+        for blk in islice(self.blocks, self._depth):
+            x = blk(x, grid)
+        return self.norm(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new super-width classifier. The analytic cost counts `space.num_classes`, so prefer a
+        space built with the wanted `num_classes`."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            self.global_pool = global_pool
+        self.head = ElasticLinear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            init_vit_weights(self.head)
+            self.head.set_active(self._dim, num_classes)
+
+    @torch.no_grad()
+    def extract(self, arch: Arch) -> AutoFormer:
+        """A standalone `AutoFormer` for `arch` holding copies of the active weights."""
+        previous = self._arch
+        self.set_arch(arch)
+        try:
+            d, scale = self._dim, self._dim / self.space.super_embed_dim
+            model = AutoFormer(**{**model_kwargs(self.space, self._arch), "num_classes": self.num_classes},
+                               global_pool=self.global_pool, drop_rate=self.drop_rate * scale,
+                               attn_drop_rate=self.attn_drop_rate * scale, drop_path_rate=self.drop_path_rate)
+            state = {"cls_token": self.cls_token[..., :d], "pos_embed": self.pos_embed[..., :d]}
+            for name in ("patch_embed", "norm", "head"):
+                state.update(active_state_dict(getattr(self, name), name))
+            for i in range(self._depth):
+                state.update(active_state_dict(self.blocks[i], f"blocks.{i}"))
+            model.load_state_dict(state, strict=True)
+        finally:
+            self.set_arch(previous)
+        return model.train(self.training).to(self.cls_token.device)
+
+
+register_supernet(ViTSpace, ViTSupernet)
