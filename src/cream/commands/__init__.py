@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ["run", "supernet", "search", "retrain", "test", "export", "profile"]
+COMMANDS = ["run", "supernet", "search", "retrain", "test", "export", "profile", "bench", "rank"]
 
 
 def add_run_options(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -52,3 +52,20 @@ def print_summary(args: argparse.Namespace, summary: dict[str, Any], run_path: P
     print(summary_table(summary))
     if run_path is not None:
         print(f"run directory: {run_path}")
+
+
+def nb201_table_path(given: str | None) -> Path:
+    """--table, else `$CREAM_SHARED_DATA/nb201/nb201.csv`, else `../shared/data/nb201/nb201.csv` from the cwd."""
+    import os
+
+    from cream.errors import CreamError
+
+    if given:
+        return Path(given)
+    candidates = [Path("..") / "shared" / "data" / "nb201" / "nb201.csv"]
+    if os.environ.get("CREAM_SHARED_DATA"):
+        candidates.insert(0, Path(os.environ["CREAM_SHARED_DATA"]) / "nb201" / "nb201.csv")
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise CreamError(f"no NAS-Bench-201 table at {' or '.join(map(str, candidates))}; pass --table PATH")
+    return found

@@ -123,15 +123,19 @@ def _key(arch: Any) -> str:
     return arch if isinstance(arch, str) else str(arch_key(arch))
 
 
-def compare_score_files(
-    true_path: str | Path, pred_path: str | Path, ks: Sequence[float] = DEFAULT_KS
-) -> dict[str, Any]:
-    """Rank statistics of the predicted scores against the true ones over the archs both files hold."""
+def paired_scores(true_path: str | Path, pred_path: str | Path) -> tuple[list[float], list[float], dict[str, int]]:
+    """The two files' scores of the archs both hold (same order), and how many archs each holds alone."""
     true, pred = load_scores(true_path), load_scores(pred_path)
     common = [k for k in true if k in pred]
     if len(common) < 2:
         raise DataError(f"score files '{true_path}' and '{pred_path}' share {len(common)} archs; need >= 2")
-    out = rank_stats([true[k] for k in common], [pred[k] for k in common], ks)
-    out["only_in_true"] = len(true) - len(common)
-    out["only_in_pred"] = len(pred) - len(common)
-    return out
+    unmatched = {"only_in_true": len(true) - len(common), "only_in_pred": len(pred) - len(common)}
+    return [true[k] for k in common], [pred[k] for k in common], unmatched
+
+
+def compare_score_files(
+    true_path: str | Path, pred_path: str | Path, ks: Sequence[float] = DEFAULT_KS
+) -> dict[str, Any]:
+    """Rank statistics of the predicted scores against the true ones over the archs both files hold."""
+    true, pred, unmatched = paired_scores(true_path, pred_path)
+    return {**rank_stats(true, pred, ks), **unmatched}

@@ -1,0 +1,86 @@
+"""`cream rank`: how well one score ranks archs against another.
+
+Two forms:
+
+* `cream rank --scores A.json --truth B.json`: rank statistics between two score files.
+* `cream rank --supernet RUN --table nb201.csv`: score a stratified sample of NAS-Bench-201 cells
+  with the weights of a trained supernet run and rank them against the benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cream.commands import nb201_table_path
+from cream.errors import CreamError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rank", help="rank correlation of scores (or of a supernet) with ground truth",
+                       description="Kendall tau, Spearman rho and precision@top-k of predicted scores against true "
+                                   "ones, with a scatter plot. Either two score files (--scores, --truth), or a "
+                                   "trained NAS-Bench-201 supernet run (--supernet RUN) against the NAS-Bench-201 "
+                                   "table: a stratified sample of cells is scored with inherited weights (BN "
+                                   "recalibrated) on the run's held-out validation split.")
+    p.add_argument("--scores", help="predicted scores: JSON {arch: score} or [{arch, score}], or CSV arch,score")
+    p.add_argument("--truth", help="true scores, same formats")
+    p.add_argument("--supernet", metavar="RUN", help="a supernet run directory (config.yaml + weights)")
+    p.add_argument("--table", help="nb201.csv for --supernet (default: $CREAM_SHARED_DATA/nb201/nb201.csv or "
+                                   "../shared/data/nb201/nb201.csv)")
+    p.add_argument("--sample", type=int, default=100, help="cells in the stratified sample (--supernet)")
+    p.add_argument("--sample-seed", type=int, default=0,
+                   help="seed of the sample, of the BN calibration images and of --eval-images")
+    p.add_argument("--bn-recal-images", type=int, default=1024,
+                   help="training images for BN recalibration of each cell (0 = keep the supernet's statistics)")
+    p.add_argument("--eval-images", type=int, default=0,
+                   help="validation images scored per cell (0 = the run's whole held-out split)")
+    p.add_argument("--out", help="output folder (default: the run directory with --supernet, else the cwd)")
+    p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.supernet and (args.scores or args.truth):
+        raise CreamError("give either --scores and --truth, or --supernet RUN (not both)")
+    if args.supernet:
+        stats = _rank_supernet(args)
+    elif args.scores and args.truth:
+        stats = _rank_files(args)
+    else:
+        raise CreamError("give --scores FILE and --truth FILE, or --supernet RUN")
+    if args.json:
+        print(json.dumps(stats))
+        return 0
+    print(f"{stats['n']} archs: Kendall tau {stats['kendall_tau']:.4f}, Spearman rho {stats['spearman_rho']:.4f}")
+    print("precision@top-k: " + ", ".join(f"{k}: {v:.2f}" for k, v in stats["precision_at_k"].items()))
+    for column, ref in stats.get("reference", {}).items():
+        print(f"reference {column}: Kendall tau {ref['kendall_tau']:.4f}, Spearman rho {ref['spearman_rho']:.4f}")
+    print(f"written: {', '.join(stats['files'])}")
+    return 0
+
+
+def _rank_files(args: argparse.Namespace) -> dict[str, Any]:
+    from cream.report.plots import plot_rank_scatter
+    from cream.search.rank import paired_scores, rank_stats
+
+    true, pred, unmatched = paired_scores(args.truth, args.scores)
+    stats = {**rank_stats(true, pred), **unmatched}
+    out = Path(args.out or ".")
+    png = plot_rank_scatter(true, pred, out / "rank.png", xlabel=f"true ({Path(args.truth).name})",
+                            ylabel=f"predicted ({Path(args.scores).name})")
+    (out / "rank.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return {**stats, "files": [str(out / "rank.json"), str(png)]}
+
+
+def _rank_supernet(args: argparse.Namespace) -> dict[str, Any]:
+    from cream.bench import NB201Table
+    from cream.bench.nb201_rank import rank_supernet_run, write_rank
+
+    table = NB201Table(nb201_table_path(args.table))
+    result = rank_supernet_run(args.supernet, table, args.sample, args.sample_seed, args.bn_recal_images,
+                               args.eval_images)
+    files = write_rank(args.out or args.supernet, result)
+    return {**result["rank"], "files": [str(p) for p in files.values()]}
