@@ -26,29 +26,51 @@ Key = int | tuple[int, int]
 
 
 @contextmanager
-def _seeded(key: Key) -> Iterator[int]:
-    """Yield the index of `key`; inside, torch/random/numpy are seeded from its sample seed.
+def _preserved_rng() -> Iterator[None]:
+    """Restore the torch/random/numpy generator states on exit.
 
-    The generators' previous states are restored afterwards, so the main process's own random
-    streams (dropout, mixup, path sampling) are not disturbed by data loading.
+    Data loading seeds these generators per sample; the main process's own random streams
+    (dropout, mixup, path sampling) must not be disturbed by that.
     """
-    if not isinstance(key, tuple):
-        yield key
-        return
-    index, seed = key
     saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
     try:
-        yield index
+        yield
     finally:
         torch.set_rng_state(saved[0])
         random.setstate(saved[1])
         np.random.set_state(saved[2])
 
 
-class ArrayDataset(Dataset):
+def _seed(seed: int) -> None:
+    torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would also queue CUDA/XPU seeding
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+class SeededDataset(Dataset):
+    """A dataset whose keys may carry a per-sample seed; subclasses define `load(index)`."""
+
+    def load(self, index: int) -> tuple[torch.Tensor, int]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[Key]) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch (DataLoader calls this), with the generator states saved once per batch."""
+        if not any(isinstance(k, tuple) for k in keys):
+            return [self.load(k) for k in keys]
+        out = []
+        with _preserved_rng():
+            for key in keys:
+                index, seed = key if isinstance(key, tuple) else (key, None)
+                if seed is not None:
+                    _seed(seed)
+                out.append(self.load(index))
+        return out
+
+
+class ArrayDataset(SeededDataset):
     """Images held in memory as uint8 arrays."""
 
     def __init__(self, arrays: ImageArrays, transform: Callable) -> None:
@@ -62,12 +84,11 @@ class ArrayDataset(Dataset):
     def targets(self) -> np.ndarray:
         return self.arrays.labels
 
-    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
-        with _seeded(key) as i:
-            return self.transform(Image.fromarray(self.arrays.images[i])), int(self.arrays.labels[i])
+    def load(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.arrays.images[i])), int(self.arrays.labels[i])
 
 
-class FileDataset(Dataset):
+class FileDataset(SeededDataset):
     """Images read from files on each access (large datasets such as ImageNet)."""
 
     def __init__(self, samples: list[tuple[str, int]], classes: list[str], transform: Callable,
@@ -82,11 +103,7 @@ class FileDataset(Dataset):
     def targets(self) -> np.ndarray:
         return np.asarray([y for _, y in self.samples], dtype=np.int64)
 
-    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int]:
-        with _seeded(key) as i:
-            return self._load(i)
-
-    def _load(self, i: int) -> tuple[torch.Tensor, int]:
+    def load(self, i: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.samples)):
             path, label = self.samples[(i + attempt) % len(self.samples)]
             try:

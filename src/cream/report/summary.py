@@ -9,7 +9,7 @@ from cream.run_dir import RunDir
 
 def format_value(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+        return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
 
 
