@@ -65,3 +65,11 @@ def test_retrain_then_test_round_trip(tmp_path, capsys):
     assert "cannot be read" in capsys.readouterr().err
     assert main(["retrain", "--resume", str(tmp_path / "nothing")]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_profile_autoformer_tiny_json():
+    r = cream("profile", "--model", "autoformer_tiny", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["params"] == 5_867_944  # rel-pos tables counted; 5,768,104 without (the paper's 5.7M)
+    assert abs(out["macs"] - 1.3e9) / 1.3e9 < 0.05

@@ -73,7 +73,7 @@ class ModelConfig:
     name: str = option("resnet18")
     drop_path: float = option(0.0, lo=0.0, hi=1.0)
     drop: float = option(0.0, lo=0.0, hi=1.0)
-    kwargs: dict = option({}, doc="extra keyword arguments for timm.create_model")
+    kwargs: dict = option({}, doc="extra keyword arguments for timm.create_model, or for the supernet's constructor")
 
 
 @dataclass

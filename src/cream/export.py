@@ -10,7 +10,7 @@ import torch
 
 from cream.config import RunConfig, load_config
 from cream.errors import CreamError
-from cream.oneshot import SUPERNET_WEIGHTS, load_supernet, resolve_space
+from cream.oneshot import SUPERNET_WEIGHTS, load_supernet, new_supernet, resolve_space
 from cream.profiling import profile
 from cream.spaces.base import load_arch
 from cream.weights import load_weights
@@ -35,9 +35,7 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     elif (src / "model.safetensors").is_file() and cfg.arch:
         if space.validate(cfg.arch) != arch:
             raise CreamError(f"'{src}' trained arch {json.dumps(cfg.arch)}, not the one given in --arch")
-        from cream.registry import build_supernet
-
-        model = build_supernet(space).extract(arch)
+        model = new_supernet(cfg, space).extract(arch)
         load_weights(model, src / "model.safetensors")
     else:
         raise CreamError(f"'{src}' holds neither {SUPERNET_WEIGHTS} nor a retrained model.safetensors")
@@ -61,3 +59,25 @@ def _num_classes(cfg: RunConfig) -> int:
     from cream.data import build_splits
 
     return build_splits(cfg.data).num_classes
+
+
+def load_exported(path: str | Path) -> torch.nn.Module:
+    """The standalone model of a file written by `export` (its arch and space are in the metadata)."""
+    from safetensors import safe_open
+
+    from cream.registry import build_supernet, get_space
+
+    path = Path(path)
+    if not path.is_file():
+        raise CreamError(f"exported model '{path}' does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # noqa: BLE001 - any decoding failure means an unreadable file
+        raise CreamError(f"exported model '{path}' cannot be read: {str(e).splitlines()[0]}") from None
+    if "arch" not in meta or "space" not in meta:
+        raise CreamError(f"'{path}' has no arch/space metadata; was it written by `cream export`?")
+    space = get_space({**json.loads(meta["space"]), "num_classes": int(meta["num_classes"])})
+    model = build_supernet(space).extract(space.validate(json.loads(meta["arch"])))
+    load_weights(model, path)
+    return model

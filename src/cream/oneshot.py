@@ -47,13 +47,25 @@ def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
     return space
 
 
+def new_supernet(cfg: RunConfig, space: Space) -> nn.Module:
+    """The supernet of `space`, with `model.kwargs` (and `model.drop_path` as drop_path_rate) for its constructor."""
+    kwargs = dict(cfg.model.kwargs)
+    if cfg.model.drop_path:
+        kwargs.setdefault("drop_path_rate", cfg.model.drop_path)
+    try:
+        return build_supernet(space, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"config key 'model.kwargs' = {kwargs!r} does not fit the supernet of "
+                          f"'{space.name}': {e}") from None
+
+
 def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Train the supernet of `cfg.space` with `cfg.strategy`; write supernet.safetensors and a summary."""
     start = time.perf_counter()
     seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)
     splits = build_splits(cfg.data)
     space = resolve_space(cfg, splits.num_classes)
-    net = build_supernet(space)
+    net = new_supernet(cfg, space)
     strategy = make_strategy(cfg.strategy, space, cfg.train.seed)
     engine = Engine(cfg, net, splits, run, strategy)
     if engine.dist.is_main and not resume:
@@ -81,7 +93,7 @@ def load_supernet(cfg: RunConfig, supernet_run: Path, num_classes: int) -> nn.Mo
     weights = Path(supernet_run) / SUPERNET_WEIGHTS
     if not weights.is_file():
         raise CreamError(f"'{supernet_run}' holds no {SUPERNET_WEIGHTS}; is it a finished `cream supernet` run?")
-    net = build_supernet(resolve_space(cfg, num_classes))
+    net = new_supernet(cfg, resolve_space(cfg, num_classes))
     load_weights(net, weights)
     return net
 
@@ -168,7 +180,7 @@ def build_arch_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     if cfg.init:
         net = load_supernet(cfg, Path(cfg.init), num_classes)
     else:
-        net = build_supernet(space)
+        net = new_supernet(cfg, space)
     return net.extract(arch)
 
 
