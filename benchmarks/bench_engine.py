@@ -1,6 +1,6 @@
 """Training throughput of the engine vs a minimal hand-written PyTorch loop, side by side.
 
-Same model architecture and init, same data, same loader, same optimizer (AdamW), same number
+Same model architecture and init, same data, same loader, same optimizer (timm's AdamW), same number
 of steps. The two are run alternately (A B A B ...) and the median images/s of each is
 reported with their ratio (goal: engine / minimal >= 0.95). Prints one JSON object.
 
@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from timm.optim import create_optimizer_v2
 
 from cream.config import RunConfig, load_config
 from cream.data import build_splits, train_loader
@@ -26,7 +27,7 @@ from cream.train.engine import Engine, seed_everything
 def minimal_loop(cfg: RunConfig, splits, steps: int) -> float:
     seed_everything(cfg.train.seed)
     model = build_model(cfg, splits.num_classes).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    opt = create_optimizer_v2(model, opt=cfg.optim.opt, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     loader = train_loader(splits.train, cfg.data.batch_size, seed=cfg.train.seed)
     done, seen, start = 0, 0, None
     while done < steps + 2:
@@ -70,7 +71,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps ratios stable on a shared machine)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     cfg = load_config(RunConfig, None, [f"model.name={args.model}", f"data.image_size={args.image_size}",
                                         f"data.batch_size={args.batch_size}", "optim.sched=none"])
     splits = build_splits(cfg.data)

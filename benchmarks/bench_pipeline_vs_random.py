@@ -1,0 +1,62 @@
+"""Does search pay off? `cream run`'s retrained winner vs 5 random archs retrained with the same recipe.
+
+Runs the embedded default pipeline (supernet → search → retrain → test), then retrains 5 archs
+drawn at random from the same space under the same parameter limit, with the same retrain
+recipe and seed, and compares test accuracy with their median. Prints one JSON object.
+
+    python benchmarks/bench_pipeline_vs_random.py [--random 5] [--out runs/bench-pipeline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from cream.commands.run import DEFAULT
+from cream.config import RunConfig, load_config, with_overrides
+from cream.oneshot import resolve_space, run_pipeline
+from cream.pipeline import train_standalone
+from cream.run_dir import RunDir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--random", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="runs/bench-pipeline")
+    args = ap.parse_args()
+    out = Path(args.out)
+    cfg = load_config(RunConfig, DEFAULT)
+    start = time.perf_counter()
+    found = run_pipeline(cfg, RunDir.create(str(out / "pipeline"), "run"))
+    pipeline_s = time.perf_counter() - start
+
+    space = resolve_space(cfg, 10)
+    limit = cfg.search.params_max * 1e6
+    rng = random.Random(args.seed)
+    randoms = []
+    while len(randoms) < args.random:
+        arch = space.sample(rng)
+        if space.cost(arch)["params"] <= limit:
+            randoms.append(arch)
+    results = []
+    for i, arch in enumerate(randoms):
+        rcfg = with_overrides(cfg, cfg.retrain, arch=arch, retrain={})
+        s = train_standalone(rcfg, RunDir.create(str(out / f"random{i}"), "retrain"))
+        results.append({"arch": arch, "params": space.cost(arch)["params"], "test_top1": s["test_top1"]})
+    median = statistics.median(r["test_top1"] for r in results)
+    print(json.dumps({
+        "benchmark": "pipeline_vs_random_archs", "pipeline_wall_s": round(pipeline_s, 1),
+        "searched_arch": json.loads(found["best_arch"]), "searched_params": found["params"],
+        "searched_test_top1": found["test_top1"], "random_test_top1": [r["test_top1"] for r in results],
+        "random_params": [r["params"] for r in results], "random_median_test_top1": median,
+        "beats_median": found["test_top1"] > median,
+    }))
+
+
+if __name__ == "__main__":
+    main()
