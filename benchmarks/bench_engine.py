@@ -13,9 +13,9 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import torch
+from common import images_per_second
 from timm.optim import create_optimizer_v2
 
 from cream.config import RunConfig, load_config
@@ -28,40 +28,21 @@ def minimal_loop(cfg: RunConfig, splits, steps: int) -> float:
     seed_everything(cfg.train.seed)
     model = build_model(cfg, splits.num_classes).train()
     opt = create_optimizer_v2(model, opt=cfg.optim.opt, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    loader = train_loader(splits.train, cfg.data.batch_size, seed=cfg.train.seed)
-    done, seen, start = 0, 0, None
-    while done < steps + 2:
-        for x, y in loader:
-            if done == 2:
-                start = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done += 1
-            seen += x.shape[0] if done > 2 else 0
-            if done >= steps + 2:
-                break
-    return seen / (time.perf_counter() - start)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return images_per_second(train_loader(splits.train, cfg.data.batch_size, seed=cfg.train.seed), step, steps)
 
 
 def engine_loop(cfg: RunConfig, splits, steps: int) -> float:
     seed_everything(cfg.train.seed)
-    model = build_model(cfg, splits.num_classes)
-    engine = Engine(cfg, model, splits, None)
+    engine = Engine(cfg, build_model(cfg, splits.num_classes), splits, None)
     engine.model.train()
-    done, seen, start = 0, 0, None
-    loader = engine.train_loader
-    while done < steps + 2:
-        for x, y in loader:
-            if done == 2:
-                start = time.perf_counter()
-            engine.train_step(x, y)
-            done += 1
-            seen += x.shape[0] if done > 2 else 0
-            if done >= steps + 2:
-                break
-    return seen / (time.perf_counter() - start)
+    return images_per_second(engine.train_loader, engine.train_step, steps)
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+from common import images_per_second
 
 from cream.commands.run import DEFAULT
 from cream.config import RunConfig, load_config
@@ -34,17 +34,7 @@ class LargestPath(Uniform):
 def throughput(cfg: RunConfig, splits, model: torch.nn.Module, strategy: Strategy, steps: int) -> float:
     engine = Engine(cfg, model, splits, None, strategy)
     engine.model.train()
-    done, seen, start = 0, 0, 0.0
-    while done < steps + 2:
-        for x, y in engine.train_loader:
-            if done == 2:
-                start = time.perf_counter()
-            engine.train_step(x, y)
-            done += 1
-            seen += x.shape[0] if done > 2 else 0
-            if done >= steps + 2:
-                break
-    return seen / (time.perf_counter() - start)
+    return images_per_second(engine.train_loader, engine.train_step, steps)
 
 
 def main() -> None:

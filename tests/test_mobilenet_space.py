@@ -32,13 +32,6 @@ from cream.spaces.mobilenet import (
 CIFAR = "configs/spos/cifar-8layer.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and far steadier on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 # spec §4.4: MFLOPs at 224, (first layer / each later layer), rows = op 0..5, columns = stages 1..5
 TABLE_44 = [

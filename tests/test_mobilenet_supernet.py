@@ -30,13 +30,6 @@ TINY_CREAM = {
 CIFAR = "configs/spos/cifar-8layer.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and far steadier on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _trained(space, steps=3, seed=0):

@@ -21,13 +21,6 @@ TINY = {"family": "vit", "embed_dims": [32, 48], "depths": [2, 3], "num_heads": 
         "mlp_ratios": [3.0, 4.0], "img_size": 32, "patch_size": 8, "num_classes": 10, "head_dim": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~10× faster on one thread than on two when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_space(**overrides) -> ViTSpace:

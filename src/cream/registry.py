@@ -12,8 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cream.errors import ConfigError
 from cream.spaces.base import Space
 
@@ -49,13 +47,9 @@ def get_space(spec: str | dict[str, Any] | Space, **overrides: Any) -> Space:
     if isinstance(spec, str) and spec in _PRESETS:
         return _PRESETS[spec](**overrides)
     if isinstance(spec, str) and (spec.endswith((".yaml", ".yml")) or Path(spec).is_file()):
-        path = Path(spec)
-        if not path.is_file():
-            raise ConfigError(f"space file '{spec}' does not exist")
-        try:
-            spec = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"space file '{path}' is not valid YAML: {e}".splitlines()[0]) from None
+        from cream.config import read_yaml
+
+        spec = read_yaml(spec)
     if isinstance(spec, dict):
         cfg = {**spec, **overrides}
         family = cfg.pop("family", None)

@@ -19,13 +19,13 @@ from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
-from cream.nn.vit_blocks import Block, PatchEmbed
+from cream.nn.vit_blocks import Block, PatchEmbed, ViTHead
 from cream.registry import get_space
 from cream.spaces.base import Arch
 from cream.spaces.vit import PUBLISHED_SPACES, ViTSpace, published_archs
 
 
-class AutoFormer(nn.Module):
+class AutoFormer(ViTHead, nn.Module):
     def __init__(
         self,
         img_size: int = 224,
@@ -100,13 +100,6 @@ class AutoFormer(nn.Module):
         for blk in self.blocks:
             x = blk(x, grid)
         return self.norm(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0]
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def init_vit_weights(model: nn.Module) -> None:

@@ -19,6 +19,24 @@ def gelu_fp32(x: Tensor) -> Tensor:
     return F.gelu(x.float()).type_as(x)
 
 
+class ViTHead:
+    """`forward_head` / `forward` shared by the ViT supernet and the standalone AutoFormer.
+
+    With global_pool "avg" the classifier sees the mean of the patch tokens (AutoFormer's `--gp`);
+    the class token still takes part in attention. With "token" it sees the class token.
+    """
+
+    global_pool: str
+    head: nn.Module
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0]
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patches → tokens; returns the tokens and the (H, W) patch grid."""
 

@@ -22,7 +22,7 @@ from cream.nn.elastic import (
     ElasticPatchEmbed,
     active_state_dict,
 )
-from cream.nn.vit_blocks import gelu_fp32
+from cream.nn.vit_blocks import ViTHead, gelu_fp32
 from cream.registry import register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.vit import ViTSpace
@@ -77,7 +77,7 @@ class ElasticBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class ViTSupernet(nn.Module):
+class ViTSupernet(ViTHead, nn.Module):
     """AutoFormer supernet for a `ViTSpace` (spec §2–§3).
 
     Dropout rates are the original's `calc_dropout`: p·d/E for the sampled d. Layer i's
@@ -139,13 +139,6 @@ class ViTSupernet(nn.Module):
         for blk in islice(self.blocks, self._depth):
             x = blk(x, grid)
         return self.norm(x)
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0]
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         return self.head
