@@ -28,9 +28,10 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/bench-pipeline")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadier on a shared machine)")
     args = ap.parse_args()
     out = Path(args.out)
-    cfg = load_config(RunConfig, DEFAULT)
+    cfg = load_config(RunConfig, DEFAULT, [f"train.threads={args.threads}"])
     start = time.perf_counter()
     found = run_pipeline(cfg, RunDir.create(str(out / "pipeline"), "run"))
     pipeline_s = time.perf_counter() - start
