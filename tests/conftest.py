@@ -7,12 +7,23 @@ CREAM_SHARED_DATA environment variable); tests that need them skip cleanly witho
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# Decoded-image caches go to a temporary folder, never into the user's ~/.cache (subprocesses inherit it).
+_OWN_CACHE = None if "CREAM_CACHE_DIR" in os.environ else tempfile.mkdtemp(prefix="cream-test-cache-")
+if _OWN_CACHE:
+    os.environ["CREAM_CACHE_DIR"] = _OWN_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
