@@ -17,7 +17,9 @@ from cream.errors import ConfigError, CreamError
 from cream.oneshot import load_supernet, search_supernet, train_supernet
 from cream.registry import build_supernet, get_space
 from cream.run_dir import RunDir
+from cream.search import BoardSearch
 from cream.search.bn_recal import recalibrate_bn
+from cream.spaces.base import arch_key
 from cream.train.checkpoint import checkpoint_path, load
 from cream.train.cream_strategy import BoardEntry, Cream, MatchingNetwork, PathBoard
 from cream.train.engine import Engine, seed_everything
@@ -88,6 +90,8 @@ def test_uniform_with_probs_is_deterministic_per_step_and_spaces_without_probs_r
     assert a.arch_for_step(0) != a.arch_for_step(1)
     with pytest.raises(ConfigError, match="does not fit strategy 'uniform'.*probs"):
         make_strategy(StrategyConfig("uniform", {"probs": PRE_PROB}), get_space("nb201"), 0)
+    with pytest.raises(ConfigError, match="strategy 'cream' needs a MobileNet-style space"):
+        make_strategy(StrategyConfig("cream", {}), get_space("nb201"), 0)
     with pytest.raises(ConfigError, match=r"strategy.kwargs.pick' = 'best' is not allowed"):
         make_strategy(StrategyConfig("cream", {"pick": "best"}), space, 0)
 
@@ -283,3 +287,27 @@ def test_board_search_picks_the_best_board_path_and_extraction_matches(cream_run
     with torch.no_grad():
         torch.testing.assert_close(child(x), net(x), rtol=0, atol=1e-5)
     assert evaluate(child, splits.val, batch_size=128)["top1"] == found["score"]
+
+
+def test_board_search_scores_the_board_in_order_skips_infeasible_paths_and_resumes(tmp_path):
+    space = get_space("cream", layers=[1, 1, 1, 1, 1], input_size=16, num_classes=10)
+    rng = random.Random(0)
+    paths = [space.sample(rng) for _ in range(5)]
+    table = {arch_key(p): s for p, s in zip(paths, [0.3, 0.5, 0.5, 0.9, 0.1], strict=True)}
+    calls, interrupted = [], []
+
+    def score(arch):
+        if len(calls) == 2 and not interrupted:  # killed while scoring the third path
+            interrupted.append(True)
+            raise KeyboardInterrupt
+        calls.append(arch)
+        return table[arch_key(arch)]
+
+    kwargs = {"board": [{"arch": p} for p in paths], "feasible": lambda a: a != paths[3],
+              "state_path": tmp_path / "state.json"}
+    with pytest.raises(KeyboardInterrupt):
+        BoardSearch(space, score, **kwargs).run()
+    result = BoardSearch(space, score, **kwargs).run(resume=True)
+    assert calls == [paths[0], paths[1], paths[2], paths[4]]  # each feasible path scored once
+    assert [r["arch"] for r in result.records] == calls and result.stopped == "board"
+    assert result.best["arch"] == paths[1]  # ties go to the path ranked higher on the board

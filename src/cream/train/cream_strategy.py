@@ -23,6 +23,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from cream.errors import ConfigError
 from cream.spaces.base import Arch, Space, arch_key
+from cream.spaces.mobilenet import MobileNetSpace
 from cream.train.uniform import Uniform
 
 SCORES = ("top1", "neg_loss")
@@ -179,6 +180,9 @@ class Cream(Uniform):
                  score: str = "top1", tie_break: str = "larger", dedup: bool = True, macs_min: float = 0.0,
                  macs_max: float = 0.0, pick: str = "meta", meta_lr: float = 1e-4, meta_momentum: float = 0.9,
                  legacy_weight: bool = False, legacy_hypergrad: bool = False) -> None:
+        if not isinstance(space, MobileNetSpace):
+            raise ConfigError(f"strategy 'cream' needs a MobileNet-style space (family mobilenet, preset cream); "
+                              f"'{space.name}' is not one")
         super().__init__(space, seed, **({} if probs is None else {"probs": probs}))
         _check("board_size", board_size, isinstance(board_size, int) and board_size >= 1, "an integer >= 1")
         _check("board_images", board_images, isinstance(board_images, int) and board_images >= 1, "an integer >= 1")
@@ -191,8 +195,6 @@ class Cream(Uniform):
         for key, value in (("acc_gap", acc_gap), ("macs_min", macs_min), ("macs_max", macs_max),
                            ("meta_lr", meta_lr), ("meta_momentum", meta_momentum)):
             _check(key, value, isinstance(value, (int, float)) and value >= 0, "a number >= 0")
-        if not hasattr(space, "config") or not callable(getattr(space, "cost", None)):
-            raise ConfigError(f"strategy 'cream' needs a MobileNet-style space; '{space.name}' is not one")
         self.board = PathBoard(board_size, float(acc_gap), tie_break, bool(dedup))
         self.board_images, self.meta_start_epoch, self.update_every = board_images, meta_start_epoch, update_every
         self.score, self.pick, self.meta_lr, self.meta_momentum = score, pick, float(meta_lr), float(meta_momentum)
