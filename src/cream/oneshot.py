@@ -24,7 +24,7 @@ from cream.errors import ConfigError, CreamError
 from cream.registry import build_supernet, get_space
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
-from cream.search import cost_window, search
+from cream.search import BoardSearch, cost_window, search
 from cream.spaces.base import Arch, Space
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
@@ -151,8 +151,11 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     if s.macs_min or s.macs_max:
         windows["macs"] = (s.macs_min * 1e6, s.macs_max * 1e6 if s.macs_max else math.inf)
     feasible = cost_window(space, **windows) if windows else None
-    result = search(s.method, space, scorer, resume=resume, feasible=feasible, budget=s.budget, seed=s.seed,
-                    state_path=run.file("search_state.json"), **s.kwargs)
+    common = {"feasible": feasible, "budget": s.budget, "seed": s.seed, "state_path": run.file("search_state.json")}
+    if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
+        result = BoardSearch(space, scorer, board=read_board(supernet_run), **common, **s.kwargs).run(resume=resume)
+    else:
+        result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
     if not result.records:
         raise CreamError("the search evaluated no arch: no arch of the space meets the limits "
                          f"params {windows.get('params')} / macs {windows.get('macs')}")
@@ -171,6 +174,15 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     run.write_json("summary.json", summary)
     write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
     return summary
+
+
+def read_board(supernet_run: Path) -> list[dict[str, Any]]:
+    """The final prioritized board of a supernet trained with strategy 'cream' (best path first)."""
+    path = Path(supernet_run) / "board.json"
+    if not path.is_file():
+        raise CreamError(f"'{supernet_run}' holds no board.json; search method 'board' needs a supernet "
+                         "trained with strategy 'cream'")
+    return json.loads(path.read_text())
 
 
 def build_arch_model(cfg: RunConfig, num_classes: int) -> nn.Module:

@@ -2,7 +2,8 @@
 
 Every strategy takes a space, a `score(arch) -> float` callback (higher is better), an optional
 `feasible(arch) -> bool` constraint and a seed, and returns a `SearchResult` with every evaluated
-arch (score, cost) and the best-so-far after each query.
+arch (score, cost) and the best-so-far after each query. `BoardSearch` (Cream's final choice)
+scores a given list of paths instead of exploring the space.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from cream.errors import ConfigError
 from cream.search.base import Search, SearchResult, cost_window
+from cream.search.board import BoardSearch
 from cream.search.evolution import EvolutionSearch
 from cream.search.random import RandomSearch
 from cream.search.regularized import RegularizedEvolution
@@ -37,5 +39,5 @@ def search(strategy: str, space: Any, score: Any, resume: bool = False, **kwargs
     return make_search(strategy, space, score, **kwargs).run(resume=resume)
 
 
-__all__ = ["STRATEGIES", "EvolutionSearch", "RandomSearch", "RegularizedEvolution", "Search", "SearchResult",
-           "cost_window", "make_search", "search"]
+__all__ = ["STRATEGIES", "BoardSearch", "EvolutionSearch", "RandomSearch", "RegularizedEvolution", "Search",
+           "SearchResult", "cost_window", "make_search", "search"]

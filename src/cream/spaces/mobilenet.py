@@ -174,8 +174,31 @@ class MobileNetSpace:
         self.geometry = layer_geometry(self.config, self.config.input_size)
 
     # --- protocol -------------------------------------------------------------------------
-    def sample(self, rng: random.Random) -> Arch:
-        return {"ops": [[rng.choice(layer) for layer in st.ops] for st in self.config.stages]}
+    def sample(self, rng: random.Random, probs: dict[str, float] | None = None) -> Arch:
+        """A random arch: each layer's op uniformly, or drawn with relative weights `probs`.
+
+        `probs` maps op names to non-negative weights (Cream's `pre_prob`); each searchable layer
+        normalises the weights of its own candidates, and an op not named gets weight 0 (so
+        `skip` is never drawn unless it is listed). Fixed layers keep their single op.
+        """
+        if probs is None:
+            return {"ops": [[rng.choice(layer) for layer in st.ops] for st in self.config.stages]}
+        self._check_probs(probs)
+        return {"ops": [[layer[0] if len(layer) == 1 else rng.choices(layer, [probs.get(o, 0.0) for o in layer])[0]
+                         for layer in st.ops] for st in self.config.stages]}
+
+    def _check_probs(self, probs: dict[str, float]) -> None:
+        ops = {o for st in self.config.stages for layer in st.ops for o in layer}
+        if not isinstance(probs, dict) or any(
+                k not in ops or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                for k, v in probs.items()):
+            raise ConfigError(f"op probabilities {probs!r} must map op names of the space ({sorted(ops)}) "
+                              "to non-negative weights")
+        for s, st in enumerate(self.config.stages):
+            for i, layer in enumerate(st.ops):
+                if len(layer) > 1 and not sum(probs.get(o, 0.0) for o in layer) > 0:
+                    raise ConfigError(f"op probabilities give every candidate of layer ops[{s}][{i}] "
+                                      f"({list(layer)}) weight 0; give at least one a positive weight")
 
     def mutate(self, arch: Arch, rng: random.Random) -> Arch:
         """SPOS mutation: each searchable layer is re-drawn (to a different op) with prob `mutate_prob`.

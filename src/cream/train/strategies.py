@@ -1,54 +1,15 @@
-"""Supernet-training strategies, and the factory that builds one from a `StrategyConfig`."""
+"""Supernet-training strategies by name, and the factory that builds one from a `StrategyConfig`."""
 
 from __future__ import annotations
 
-import random
-from typing import Any
-
-import torch
-from torch import nn
-
 from cream.config import StrategyConfig
 from cream.errors import ConfigError
-from cream.spaces.base import Arch, Space
+from cream.spaces.base import Space
+from cream.train.cream_strategy import Cream
 from cream.train.strategy import Strategy
+from cream.train.uniform import Uniform, reference_archs, step_rng
 
-
-def step_rng(seed: int, step: int) -> random.Random:
-    """A generator that depends only on (seed, step): the same on every rank and after a resume."""
-    return random.Random(f"cream:{seed}:{step}")
-
-
-def reference_archs(space: Space, seed: int, count: int = 2) -> list[tuple[str, Arch]]:
-    """Fixed archs to follow during supernet training (not one random subnet, which is a noisy signal).
-
-    The space's smallest and largest archs where it defines them, plus `count` seeded samples.
-    """
-    refs = [(name, getattr(space, name)()) for name in ("smallest", "largest") if callable(getattr(space, name, None))]
-    rng = random.Random(f"cream-reference:{seed}")
-    return refs + [(f"sample{i}", space.sample(rng)) for i in range(count)]
-
-
-class Uniform(Strategy):
-    """Single-path one-shot training (SPOS): a new random arch every step, the same on every rank."""
-
-    find_unused_parameters = True
-
-    def __init__(self, space: Space, seed: int = 0, **sample_kwargs: Any) -> None:
-        self.space, self.seed, self.sample_kwargs = space, seed, sample_kwargs
-
-    def arch_for_step(self, step: int) -> Arch:
-        return self.space.sample(step_rng(self.seed, step), **self.sample_kwargs)
-
-    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
-        self.engine.model.set_arch(self.arch_for_step(step))
-        return self.engine.criterion(model(images), targets)
-
-    def eval_archs(self) -> list[tuple[str, Any]]:
-        return reference_archs(self.space, self.seed)
-
-
-STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform}
+STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream}
 
 
 def make_strategy(cfg: StrategyConfig, space: Space, seed: int) -> Strategy:
@@ -61,3 +22,6 @@ def make_strategy(cfg: StrategyConfig, space: Space, seed: int) -> Strategy:
     except TypeError as e:
         raise ConfigError(f"config key 'strategy.kwargs' = {cfg.kwargs!r} does not fit strategy "
                           f"'{cfg.name}': {e}") from None
+
+
+__all__ = ["STRATEGIES", "Cream", "Uniform", "make_strategy", "reference_archs", "step_rng"]

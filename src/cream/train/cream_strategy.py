@@ -1,0 +1,358 @@
+"""Cream (NeurIPS 2020): distilling prioritized paths, as a supernet-training strategy.
+
+Every step trains one path drawn with fixed op probabilities, as `Uniform` does. After a warm-up
+of `meta_start_epoch` epochs, the paths that scored best on their own training batch are kept on a
+prioritized board; a one-layer meta-matching network picks, for each sampled path, the board path
+to distil from and the weight of that distillation term. The matching network is trained every
+`update_every` steps by a one-step look-ahead: the hypergradient of a validation loss through a
+virtual SGD step of the path's weights on the distillation loss.
+Spec: shared/specs/cream.md §5; deviations from the original code (§8) are in docs/cream.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cream.errors import ConfigError
+from cream.spaces.base import Arch, Space, arch_key
+from cream.spaces.mobilenet import MobileNetSpace
+from cream.train.uniform import Uniform
+
+SCORES = ("top1", "neg_loss")
+TIE_BREAKS = ("larger", "smaller")
+PICKS = ("meta", "top1")
+MACS_CONVENTION = "ptflops-search"
+
+
+@dataclass
+class BoardEntry:
+    """A path on the board: its score, its MACs, and a few training images with its own softmax on them."""
+
+    arch: Arch
+    score: float
+    macs: int
+    images: torch.Tensor | None = None
+    probs: torch.Tensor | None = None
+
+
+class PathBoard:
+    """The prioritized path board (spec §5.4): the best paths seen so far, best first.
+
+    A path is admitted if the board is not full, or if it beats the worst entry's score by more
+    than `gap`, or beats it at fewer MACs. Order: score descending, ties broken by MACs
+    (`tie_break` "larger" first, the original's order, or "smaller" first). With `dedup`, a path
+    holds at most one slot: a new measurement replaces its entry only if it scores higher.
+    """
+
+    def __init__(self, size: int = 10, gap: float = 5.0, tie_break: str = "larger", dedup: bool = True) -> None:
+        self.size, self.gap, self.tie_break, self.dedup = size, gap, tie_break, dedup
+        self.entries: list[BoardEntry] = []
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _find(self, arch: Arch) -> BoardEntry | None:
+        key = arch_key(arch)
+        return next((e for e in self.entries if arch_key(e.arch) == key), None)
+
+    def accepts(self, arch: Arch, score: float, macs: int) -> bool:
+        """Whether `add` would take a path with this score and MACs."""
+        if self.dedup and (old := self._find(arch)) is not None:
+            return score > old.score
+        if len(self.entries) < self.size:
+            return True
+        worst = self.entries[-1]
+        return score > worst.score + self.gap or (score > worst.score and macs < worst.macs)
+
+    def add(self, entry: BoardEntry) -> None:
+        """Insert an entry that `accepts` admitted, keep the order and drop what falls off the end."""
+        if self.dedup:
+            key = arch_key(entry.arch)
+            self.entries = [e for e in self.entries if arch_key(e.arch) != key]
+        self.entries.append(entry)
+        sign = -1 if self.tie_break == "larger" else 1
+        self.entries.sort(key=lambda e: (-e.score, sign * e.macs))  # stable: full ties keep admission order
+        del self.entries[self.size:]
+
+
+class MatchingNetwork(nn.Module):
+    """Cream's meta-matching network: one linear layer (classes x images -> 1) that scores how well a
+    board path suits the current student from the difference of their softmax outputs on the
+    board path's stored images. Initialised as the original (timm's init of a Linear with one
+    output: weights U(-1, 1), bias 0)."""
+
+    def __init__(self, num_classes: int, images: int, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.layer = nn.Linear(num_classes * images, 1)
+        with torch.no_grad():
+            self.layer.weight.uniform_(-1.0, 1.0, generator=generator)
+            self.layer.bias.zero_()
+
+    def forward(self, diff: torch.Tensor) -> torch.Tensor:
+        """`diff`: (entries, images, classes) softmax differences -> one score per entry."""
+        return self.layer(diff.flatten(-2)).squeeze(-1)
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Train-mode BN normalises with batch statistics but leaves its running statistics alone."""
+    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True
+
+
+class _HardSigmoid(nn.Module):
+    """relu6(x + 3) / 6 from ops with second derivatives (`nn.Hardsigmoid`'s backward has none)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x + 3).clamp(0, 6) / 6
+
+
+@contextmanager
+def twice_differentiable(model: nn.Module) -> Iterator[None]:
+    """Swap modules without a double backward for equivalents that have one (for the hypergradient)."""
+    swapped = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+               if isinstance(child, nn.Hardsigmoid)]
+    for parent, name, _ in swapped:
+        setattr(parent, name, _HardSigmoid())
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Distillation loss at temperature 1: mean over the batch of -sum_c p_c log softmax(z)_c."""
+    return -(target_probs * logits.float().log_softmax(-1)).sum(-1).mean()
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        t = t.clone()
+        dist.all_reduce(t)
+        t /= dist.get_world_size()
+    return t
+
+
+def _from_rank0(t: torch.Tensor) -> torch.Tensor:
+    if _distributed():
+        t = t.contiguous()
+        dist.broadcast(t, src=0)
+    return t
+
+
+class Cream(Uniform):
+    """Cream's supernet training: prioritized paths, meta-matching, distillation (spec §5).
+
+    Parameters (`strategy.kwargs`; defaults are the published recipe, spec §5.1):
+    probs: op name -> sampling weight (`pre_prob`); None samples uniformly.
+    board_size (10), board_images (4): board slots and images stored per path (SLICE).
+    meta_start_epoch (20): board, distillation and meta updates start in the epoch after it.
+    update_every (200): steps between meta updates.
+    acc_gap (5.0), score ("top1" in %, or "neg_loss"), tie_break ("larger"), dedup (True): board rules.
+    macs_min, macs_max (0 = no limit): admit only paths whose MACs (millions, ptflops-search) lie within.
+    pick ("meta", or "top1": the board's best path with weight 0.5).
+    meta_lr (1e-4, scaled by the student's schedule), meta_momentum (0.9): the matching network's SGD.
+    legacy_weight: weight the distillation by the last board entry's score, not the teacher's (§8 #2).
+    legacy_hypergrad: hypergradient through the stem conv only, virtual step at the meta lr (§8 #3).
+    """
+
+    def __init__(self, space: Space, seed: int = 0, probs: dict[str, float] | None = None, board_size: int = 10,
+                 board_images: int = 4, meta_start_epoch: int = 20, update_every: int = 200, acc_gap: float = 5.0,
+                 score: str = "top1", tie_break: str = "larger", dedup: bool = True, macs_min: float = 0.0,
+                 macs_max: float = 0.0, pick: str = "meta", meta_lr: float = 1e-4, meta_momentum: float = 0.9,
+                 legacy_weight: bool = False, legacy_hypergrad: bool = False) -> None:
+        if not isinstance(space, MobileNetSpace):
+            raise ConfigError(f"strategy 'cream' needs a MobileNet-style space (family mobilenet, preset cream); "
+                              f"'{space.name}' is not one")
+        super().__init__(space, seed, **({} if probs is None else {"probs": probs}))
+        _check("board_size", board_size, isinstance(board_size, int) and board_size >= 1, "an integer >= 1")
+        _check("board_images", board_images, isinstance(board_images, int) and board_images >= 1, "an integer >= 1")
+        _check("meta_start_epoch", meta_start_epoch, isinstance(meta_start_epoch, int) and meta_start_epoch >= -1,
+               "an integer >= -1 (-1: from the first epoch)")
+        _check("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1")
+        _check("score", score, score in SCORES, f"one of {list(SCORES)}")
+        _check("tie_break", tie_break, tie_break in TIE_BREAKS, f"one of {list(TIE_BREAKS)}")
+        _check("pick", pick, pick in PICKS, f"one of {list(PICKS)}")
+        for key, value in (("acc_gap", acc_gap), ("macs_min", macs_min), ("macs_max", macs_max),
+                           ("meta_lr", meta_lr), ("meta_momentum", meta_momentum)):
+            _check(key, value, isinstance(value, (int, float)) and value >= 0, "a number >= 0")
+        self.board = PathBoard(board_size, float(acc_gap), tie_break, bool(dedup))
+        self.board_images, self.meta_start_epoch, self.update_every = board_images, meta_start_epoch, update_every
+        self.score, self.pick, self.meta_lr, self.meta_momentum = score, pick, float(meta_lr), float(meta_momentum)
+        self.macs_window = (macs_min * 1e6, macs_max * 1e6 if macs_max else float("inf"))
+        self.legacy_weight, self.legacy_hypergrad = bool(legacy_weight), bool(legacy_hypergrad)
+        self.meta_updates = 0
+
+    def setup(self, engine: Any) -> None:
+        super().setup(engine)
+        if engine.cfg.data.batch_size < 2 * self.board_images:
+            raise ConfigError(f"config key 'data.batch_size' = {engine.cfg.data.batch_size} is too small for "
+                              f"strategy 'cream': the meta update needs 2 x board_images = {2 * self.board_images}")
+        generator = torch.Generator().manual_seed(self.seed)
+        self.meta = MatchingNetwork(engine.model.num_classes, self.board_images, generator).to(engine.device)
+        self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=self.meta_lr, momentum=self.meta_momentum,
+                                              nesterov=self.meta_momentum > 0)
+
+    # --- one step ----------------------------------------------------------------------------
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        e = self.engine
+        arch = self.arch_for_step(step)
+        active = e.epoch > self.meta_start_epoch
+        teacher, weight = None, 0.0
+        if active and len(self.board):
+            if self.pick == "meta" and step % self.update_every == 0:
+                self.meta_update(images, targets, arch)
+            teacher, weight = self.select_teacher(arch)
+        e.model.set_arch(arch)
+        out = model(images)
+        ce = e.criterion(out, targets)
+        loss = ce
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_probs = e.model(images, arch=teacher.arch).float().softmax(-1)
+            loss = (weight * soft_cross_entropy(out, teacher_probs) + (2 - weight) * ce) / 2
+        if active:
+            self.offer(arch, images, targets, out, ce)
+        return loss
+
+    def offer(self, arch: Arch, images: torch.Tensor, targets: torch.Tensor, out: torch.Tensor,
+              ce: torch.Tensor) -> bool:
+        """Put the step's path on the board if it qualifies; the score is averaged over ranks, and the
+        stored images and softmax come from rank 0, so every rank holds the same board."""
+        macs = self.space.cost(arch, convention=MACS_CONVENTION)["macs"]
+        if not self.macs_window[0] <= macs <= self.macs_window[1]:
+            return False
+        with torch.no_grad():
+            if self.score == "top1":
+                hard = targets.argmax(-1) if targets.ndim > 1 else targets
+                value = (out.argmax(-1) == hard).float().mean() * 100
+            else:
+                value = -ce.detach().float()
+            score = float(_mean_over_ranks(value))
+            if not self.board.accepts(arch, score, macs):
+                return False
+            n = self.board_images
+            stored = _from_rank0(images[:n].detach().float().contiguous().clone())
+            probs = _from_rank0(out[:n].detach().float().softmax(-1))
+        self.board.add(BoardEntry(arch, score, macs, stored, probs))
+        return True
+
+    def match_scores(self, arch: Arch) -> torch.Tensor:
+        """The matching network's score of every board entry for the student `arch` (one batched forward
+        over all stored images; BN running statistics untouched)."""
+        entries = self.board.entries
+        stored = torch.stack([en.probs for en in entries])
+        with frozen_bn_stats(self.engine.model):
+            out = self.engine.model(torch.cat([en.images for en in entries]), arch=arch)
+        return self.meta(out.float().softmax(-1).view_as(stored) - stored)
+
+    def _teacher_of(self, scores: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The best-scoring entry (first on ties; rank 0 decides) and the score that sets the weight."""
+        index = int(_from_rank0(torch.argmax(scores.detach()).reshape(1))[0])
+        return index, scores[-1] if self.legacy_weight else scores[index]
+
+    def select_teacher(self, arch: Arch) -> tuple[BoardEntry, float]:
+        """The board path to distil from and the weight of the distillation term (detached, spec §8 #5)."""
+        if self.pick == "top1":
+            return self.board.entries[0], 0.5
+        with torch.no_grad():
+            index, s = self._teacher_of(self.match_scores(arch))
+            weight = _from_rank0(torch.sigmoid(-s).reshape(1).double())
+        return self.board.entries[index], float(weight[0])
+
+    # --- meta update -------------------------------------------------------------------------
+    def meta_update(self, images: torch.Tensor, targets: torch.Tensor, arch: Arch) -> None:
+        """One step of the matching network (spec §5.5, intended form): weighted distillation loss on
+        the first `board_images` images, a virtual SGD step of the path's weights at the student lr,
+        cross-entropy of the stepped path on the next `board_images` images, and its gradient with
+        respect to the matching network through every path tensor. The student is not stepped here."""
+        e, net, n = self.engine, self.engine.model, self.board_images
+        path_ids = {id(p) for p in net.path_parameters(arch)}
+        theta = {name: p for name, p in net.named_parameters() if id(p) in path_ids}
+        meta_params = list(self.meta.parameters())
+        meta_lr = self._scheduled_meta_lr()
+        with torch.autocast(e.device.type, enabled=False), frozen_bn_stats(net), twice_differentiable(net):
+            index, s = self._teacher_of(self.match_scores(arch))
+            weight = torch.sigmoid(-s)
+            with torch.no_grad():
+                teacher_probs = net(images[:n].float(), arch=self.board.entries[index].arch).softmax(-1)
+            kd = weight * soft_cross_entropy(net(images[:n].float(), arch=arch), teacher_probs)
+            grads = torch.autograd.grad(kd, list(theta.values()), create_graph=True, allow_unused=True)
+            lr = meta_lr if self.legacy_hypergrad else e.optimizer.param_groups[0]["lr"]
+            stepped = {name: p if g is None else p - lr * g for (name, p), g in zip(theta.items(), grads, strict=True)}
+            out = torch.func.functional_call(net, stepped, (images[n:2 * n].float(),), {"arch": arch})
+            val_loss = e.criterion(out, targets[n:2 * n])
+            if self.legacy_hypergrad:  # the original differentiates through the first path tensor only
+                first = next(iter(stepped.values()))
+                (v,) = torch.autograd.grad(val_loss, [first])
+                hyper = torch.autograd.grad(first, meta_params, grad_outputs=v, allow_unused=True)
+            else:
+                hyper = torch.autograd.grad(val_loss, meta_params, allow_unused=True)
+        for p, h in zip(meta_params, hyper, strict=True):
+            p.grad = _mean_over_ranks(torch.zeros_like(p) if h is None else h.detach())
+        nn.utils.clip_grad_norm_(meta_params, 1.0)
+        for group in self.meta_optimizer.param_groups:
+            group["lr"] = meta_lr
+        self.meta_optimizer.step()
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        self.meta_updates += 1
+
+    def _scheduled_meta_lr(self) -> float:
+        """The meta lr follows the student's schedule, as it did as a group of the original's optimizer."""
+        base = self.engine.cfg.optim.lr
+        return self.meta_lr * self.engine.optimizer.param_groups[0]["lr"] / base if base > 0 else self.meta_lr
+
+    # --- reporting and state -----------------------------------------------------------------
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        best = {"board_best_score": self.board.entries[0].score} if len(self.board) else {}
+        return {"board_size": len(self.board), **best, "meta_updates": self.meta_updates}
+
+    def eval_archs(self) -> list[tuple[str, Any]]:
+        best = [("board_best", self.board.entries[0].arch)] if len(self.board) else []
+        return super().eval_archs() + best
+
+    def artifacts(self) -> dict[str, Any]:
+        return {"board.json": [
+            {"arch": en.arch, "score": en.score, "macs": en.macs, "params": self.space.cost(en.arch)["params"]}
+            for en in self.board.entries]}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "board": [{"arch": en.arch, "score": en.score, "macs": en.macs, "images": en.images, "probs": en.probs}
+                      for en in self.board.entries],
+            "meta": self.meta.state_dict(),
+            "meta_optimizer": self.meta_optimizer.state_dict(),
+            "meta_updates": self.meta_updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.engine.device
+        self.board.entries = [BoardEntry(d["arch"], d["score"], d["macs"], d["images"].to(device),
+                                         d["probs"].to(device)) for d in state["board"]]
+        self.meta.load_state_dict(state["meta"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+        self.meta_updates = state["meta_updates"]
+
+
+def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
+    if not ok or isinstance(value, bool) and allowed.startswith(("an integer", "a number")):
+        raise ConfigError(f"config key 'strategy.kwargs.{key}' = {value!r} is not allowed; use {allowed}")
