@@ -82,6 +82,7 @@ class OptimConfig:
 
     opt: str = option("adamw", doc="any timm optimizer name")
     lr: float = option(1e-3, lo=0.0)
+    eps: float = option(0.0, lo=0.0, doc="optimizer epsilon (0 = the optimizer's own default)")
     weight_decay: float = option(0.05, lo=0.0)
     momentum: float = option(0.9, lo=0.0, hi=1.0)
     sched: str = option("cosine", choices=["cosine", "step", "multistep", "plateau", "poly", "tanh", "none"])

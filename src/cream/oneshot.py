@@ -153,7 +153,11 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     feasible = cost_window(space, **windows) if windows else None
     common = {"feasible": feasible, "budget": s.budget, "seed": s.seed, "state_path": run.file("search_state.json")}
     if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
-        result = BoardSearch(space, scorer, board=read_board(supernet_run), **common, **s.kwargs).run(resume=resume)
+        try:
+            searcher = BoardSearch(space, scorer, board=read_board(supernet_run), **common, **s.kwargs)
+        except TypeError as e:
+            raise ConfigError(f"config key 'search.kwargs' = {s.kwargs!r} does not fit method 'board': {e}") from None
+        result = searcher.run(resume=resume)
     else:
         result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
     if not result.records:

@@ -78,7 +78,7 @@ class Engine:
 
         o = cfg.optim
         self.optimizer = create_optimizer_v2(self.model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay,
-                                             momentum=o.momentum)
+                                             momentum=o.momentum, **({"eps": o.eps} if o.eps else {}))
         pin = self.device.type == "cuda"
         self.train_loader = train_loader(splits.train, d.batch_size, seed=t.seed, rank=self.dist.rank,
                                          world=self.dist.world, workers=d.workers, pin_memory=pin)
