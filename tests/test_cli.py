@@ -73,3 +73,11 @@ def test_profile_autoformer_tiny_json():
     out = json.loads(r.stdout)
     assert out["params"] == 5_867_944  # rel-pos tables counted; 5,768,104 without (the paper's 5.7M)
     assert abs(out["macs"] - 1.3e9) / 1.3e9 < 0.05
+
+
+@pytest.mark.parametrize("name, published", [("cream_014", 14e6), ("cream_287", 287e6), ("cream_604", 604e6)])
+def test_profile_cream_models_report_the_papers_convention(name, published, capsys):
+    assert main(["profile", "--model", name, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["macs"] < out["macs_ptflops"]  # conv + linear only, vs ptflops-style (BN, activations, ...)
+    assert abs(out["macs_ptflops"] - published) <= max(0.01 * published, 1e6)  # spec cream.md §4.5: "about 1 M"

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from cream.cost import measure
+from cream.cost import measure, reported_cost
 from cream.errors import ConfigError
 
 
@@ -29,6 +29,7 @@ def profile(model_or_arch: Any, input_size: tuple[int, int, int] | None = None, 
         model = create_model(model_or_arch)
         if input_size is None:
             input_size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+            return {**measure(model, input_size), **reported_cost(model_or_arch)}
         return measure(model, input_size)
     if isinstance(model_or_arch, nn.Module):
         if input_size is None:

@@ -9,11 +9,13 @@ state-dict layout).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.mobilenetv3 import MobileNetV3
 
+from cream.cost import register_reported_cost
 from cream.models.mobilenet import child_kwargs, pretrained_cfg
 from cream.spaces.base import Arch
 from cream.spaces.mobilenet import MobileNetSpace, arch_from_cream_encoding, cream_space
@@ -46,6 +48,14 @@ def _create(name: str, pretrained: bool = False, **kwargs: Any) -> MobileNetV3:
         **child_kwargs(space, arch, **kwargs),
     )
 
+
+def _ptflops(name: str) -> dict[str, int]:
+    space, arch = published(name)
+    return {"macs_ptflops": space.cost(arch, convention="ptflops")["macs"]}
+
+
+for _name in PUBLISHED:
+    register_reported_cost(_name, partial(_ptflops, _name))
 
 default_cfgs = generate_default_cfgs({
     name: pretrained_cfg(published(name)[0].config, paper_ids="arXiv:2010.15821")
