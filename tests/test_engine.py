@@ -131,3 +131,11 @@ def test_train_standalone_writes_the_run_directory(tmp_path):
     assert 0.0 <= summary["test_top1"] <= 1.0 and summary["wall_s"] > 0
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["test_top1"] == summary["test_top1"]
     assert len(list((tmp_path / "r" / "checkpoints").glob("step-*.pt"))) == 1
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
+    cfg = load_config(RunConfig, None, [*TINY, "train.epochs=1", "train.amp=bf16", "train.channels_last=true"])
+    summary = train_standalone(cfg, RunDir.create(str(tmp_path / "r"), "retrain"))
+    assert summary["skipped_steps"] == 0 and 0.0 <= summary["test_top1"] <= 1.0
+    weights = load_file(tmp_path / "r" / "model.safetensors")
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in weights.values())
