@@ -35,6 +35,20 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+# Cream-like ops (DS/IR with SE, conv-BN-act, skip) at toy widths
+TINY_CREAM = {
+    "family": "mobilenet", "input_size": 32, "num_classes": 10, "act": "swish",
+    "stem": {"channels": 8, "stride": 2}, "head": {"channels": 64},
+    "stages": [
+        {"channels": 8, "stride": 1, "ops": ["ds_k3_se"]},
+        {"channels": 16, "stride": 2, "layers": 2, "ops": ["ir_k3_e4_se", "ir_k5_e6_se", "ir_k7_e4_se"]},
+        {"channels": 24, "stride": 2,
+         "ops": [["ir_k3_e4_se", "ir_k5_e6"], ["skip", "ir_k3_e6_se", "ir_k5_e4"]]},
+        {"channels": 32, "stride": 1, "ops": ["cn_k1"]},
+    ],
+}
+
+
 def shared_data_dir() -> Path:
     return Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))
 

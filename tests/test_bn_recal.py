@@ -6,24 +6,14 @@ import random
 
 import pytest
 import torch
+from conftest import TINY_CREAM
 from torch import nn
 
 from cream.errors import ConfigError
 from cream.registry import build_supernet, get_space
 from cream.search.bn_recal import bn_recalibrated, preserved_bn_stats, recalibrate_bn
 
-# Cream-like ops (DS/IR with SE, conv-BN-act, skip) at toy widths
-SPACE = {
-    "family": "mobilenet", "input_size": 32, "num_classes": 10, "act": "swish",
-    "stem": {"channels": 8, "stride": 2}, "head": {"channels": 64},
-    "stages": [
-        {"channels": 8, "stride": 1, "ops": ["ds_k3_se"]},
-        {"channels": 16, "stride": 2, "layers": 2, "ops": ["ir_k3_e4_se", "ir_k5_e6_se", "ir_k7_e4_se"]},
-        {"channels": 24, "stride": 2,
-         "ops": [["ir_k3_e4_se", "ir_k5_e6"], ["skip", "ir_k3_e6_se", "ir_k5_e4"]]},
-        {"channels": 32, "stride": 1, "ops": ["cn_k1"]},
-    ],
-}
+SPACE = TINY_CREAM
 
 
 

@@ -7,6 +7,7 @@ import random
 import pytest
 import timm
 import torch
+from conftest import TINY_CREAM
 from timm.models.mobilenetv3 import MobileNetV3
 
 import cream.models  # noqa: F401
@@ -15,18 +16,6 @@ from cream.models.cream_mbv3 import published
 from cream.registry import build_supernet, get_space
 from cream.supernets.mobilenet import MobileNetSupernet
 
-# Cream-like ops (DS/IR with SE, conv-BN-act, skip) at toy widths
-TINY_CREAM = {
-    "family": "mobilenet", "input_size": 32, "num_classes": 10, "act": "swish",
-    "stem": {"channels": 8, "stride": 2}, "head": {"channels": 64},
-    "stages": [
-        {"channels": 8, "stride": 1, "ops": ["ds_k3_se"]},
-        {"channels": 16, "stride": 2, "layers": 2, "ops": ["ir_k3_e4_se", "ir_k5_e6_se", "ir_k7_e4_se"]},
-        {"channels": 24, "stride": 2,
-         "ops": [["ir_k3_e4_se", "ir_k5_e6"], ["skip", "ir_k3_e6_se", "ir_k5_e4"]]},
-        {"channels": 32, "stride": 1, "ops": ["cn_k1"]},
-    ],
-}
 CIFAR = "configs/spos/cifar-8layer.yaml"
 
 
