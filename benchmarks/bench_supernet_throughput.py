@@ -20,8 +20,9 @@ from cream.config import RunConfig, load_config
 from cream.data import build_splits
 from cream.oneshot import new_supernet, resolve_space
 from cream.train.engine import Engine, seed_everything
-from cream.train.strategies import Uniform, make_strategy
+from cream.train.strategies import make_strategy
 from cream.train.strategy import Strategy
+from cream.train.uniform import Uniform
 
 
 class LargestPath(Uniform):

@@ -238,6 +238,13 @@ def with_overrides(cfg: T, overrides: dict, **fields: Any) -> T:
     return from_dict(type(cfg), _deep_merge(_deep_merge(to_dict(cfg), overrides), fields))
 
 
+def with_space_classes(cfg: RunConfig, num_classes: int) -> RunConfig:
+    """`cfg` with `space.num_classes` filled from the data, so a saved config.yaml needs no data to rebuild models."""
+    if not cfg.space or "num_classes" in cfg.space:
+        return cfg
+    return with_overrides(cfg, {"space": {"num_classes": num_classes}})
+
+
 def to_dict(cfg: Any) -> dict:
     """A plain dict of a config dataclass (for config.yaml)."""
     return dataclasses.asdict(cfg)

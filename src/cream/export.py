@@ -24,10 +24,12 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     if not (src / "config.yaml").is_file():
         raise CreamError(f"'{src}' is not a run directory (no config.yaml)")
     cfg = load_config(RunConfig, src / "config.yaml")
-    num_classes = int(cfg.space.get("num_classes", 0)) or _num_classes(cfg)
     arch = load_arch(str(arch_file)) if arch_file else cfg.arch
     if not arch:
         raise CreamError(f"no arch to export: pass --arch FILE ('{src}' is not a retrain run with an arch)")
+    if "num_classes" not in cfg.space:
+        raise CreamError(f"'{src}' is not a run of a search space (its config.yaml has no space.num_classes)")
+    num_classes = int(cfg.space["num_classes"])
     space = resolve_space(cfg, num_classes)
     arch = space.validate(arch)
     if (src / SUPERNET_WEIGHTS).is_file():
@@ -53,12 +55,6 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
         torch.onnx.export(model, torch.zeros(1, *size), str(out.with_suffix(".onnx")), dynamo=False)
         info["onnx"] = str(out.with_suffix(".onnx"))
     return info
-
-
-def _num_classes(cfg: RunConfig) -> int:
-    from cream.data import build_splits
-
-    return build_splits(cfg.data).num_classes
 
 
 def load_exported(path: str | Path) -> torch.nn.Module:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from cream.config import RunConfig, to_dict
+from cream.config import RunConfig, to_dict, with_space_classes
 from cream.data import Splits, build_splits, train_loader
 from cream.errors import ConfigError, CreamError
 from cream.registry import build_supernet, get_space
@@ -69,7 +69,7 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
     strategy = make_strategy(cfg.strategy, space, cfg.train.seed)
     engine = Engine(cfg, net, splits, run, strategy)
     if engine.dist.is_main and not resume:
-        run.write_yaml("config.yaml", to_dict(cfg))
+        run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     if resume:
         engine.resume()
     fit = engine.fit()
@@ -112,16 +112,15 @@ class InheritedScorer:
         self.val = _subset(splits.val, cfg.search.eval_images, cfg.search.seed)
         self.test = splits.test
         self.recal_images = cfg.search.bn_recal_images
-        self.recal_data = splits.train
+        self.recal_loader = train_loader(splits.train, min(cfg.data.batch_size, self.recal_images),
+                                         seed=cfg.search.seed) if self.recal_images else None
 
     def prepare(self, arch: Arch) -> nn.Module:
         self.net.set_arch(arch)
         if self.recal_images:
             from cream.search.bn_recal import recalibrate_bn
 
-            loader = train_loader(self.recal_data, min(self.cfg.data.batch_size, self.recal_images),
-                                  seed=self.cfg.search.seed)
-            recalibrate_bn(self.net, loader, self.recal_images, arch=arch)
+            recalibrate_bn(self.net, self.recal_loader, self.recal_images, arch=arch)
         return self.net
 
     def __call__(self, arch: Arch) -> float:
@@ -143,7 +142,7 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     net = load_supernet(cfg, supernet_run, splits.num_classes)
     space = net.space
     if not resume:
-        run.write_yaml("config.yaml", to_dict(cfg))
+        run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     scorer = InheritedScorer(net, splits, cfg, pick_device(cfg.train.device))
     windows = {}
     if s.params_min or s.params_max:

@@ -8,12 +8,13 @@ from typing import Any
 
 from torch import nn
 
-from cream.config import RunConfig, to_dict
+from cream.config import RunConfig, to_dict, with_space_classes
 from cream.data import build_splits
 from cream.profiling import create_model
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
-from cream.train.engine import Engine, seed_everything
+from cream.train.engine import Engine, pick_device, seed_everything
+from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
 
 
@@ -32,17 +33,15 @@ def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     return create_model(cfg.model.name, **kwargs)
 
 
-def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False,
-                     model: nn.Module | None = None) -> dict[str, Any]:
-    """Train `cfg.model` (or `model`) on the configured data, test it, and write the run folder."""
+def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+    """Train the configured model on the configured data, test it, and write the run folder."""
     start = time.perf_counter()
     t = cfg.train
     seed_everything(t.seed, t.deterministic, t.threads)
     splits = build_splits(cfg.data)
-    model = model if model is not None else build_model(cfg, splits.num_classes)
-    engine = Engine(cfg, model, splits, run)
+    engine = Engine(cfg, build_model(cfg, splits.num_classes), splits, run)
     if engine.dist.is_main and not resume:
-        run.write_yaml("config.yaml", to_dict(cfg))
+        run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     if resume:
         engine.resume()
     fit = engine.fit()
@@ -63,13 +62,13 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False,
     return summary
 
 
-def test_weights(cfg: RunConfig, weights: Path, model: nn.Module | None = None) -> dict[str, Any]:
+def test_weights(cfg: RunConfig, weights: Path) -> dict[str, Any]:
     """Top-1/top-5 of saved weights on the test split of the configured data."""
     seed_everything(cfg.train.seed, threads=cfg.train.threads)
     splits = build_splits(cfg.data)
-    model = model if model is not None else build_model(cfg, splits.num_classes)
+    model = build_model(cfg, splits.num_classes)
     load_weights(model, weights)
-    engine = Engine(cfg, model, splits, None)
-    res = engine.evaluate(splits.test)
+    res = evaluate(model.to(pick_device(cfg.train.device)), splits.test, batch_size=cfg.data.eval_batch_size,
+                   workers=cfg.data.workers)
     return {"test_top1": res["top1"], "test_top5": res["top5"], "test_loss": res["loss"],
             "images": len(splits.test), "weights": str(weights)}

@@ -63,7 +63,7 @@ class Engine:
         t, d = cfg.train, cfg.data
         self.device = pick_device(t.device)
         self.dist: Dist = init_distributed(self.device.type)
-        self.run = run if run is None or self.dist.is_main else RunDir(run.path, write=False)
+        self.run = run
 
         self.model = model.to(self.device)
         if t.channels_last:

@@ -7,7 +7,7 @@ from cream.errors import ConfigError
 from cream.spaces.base import Space
 from cream.train.cream_strategy import Cream
 from cream.train.strategy import Strategy
-from cream.train.uniform import Uniform, reference_archs, step_rng
+from cream.train.uniform import Uniform
 
 STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream}
 
@@ -23,5 +23,3 @@ def make_strategy(cfg: StrategyConfig, space: Space, seed: int) -> Strategy:
         raise ConfigError(f"config key 'strategy.kwargs' = {cfg.kwargs!r} does not fit strategy "
                           f"'{cfg.name}': {e}") from None
 
-
-__all__ = ["STRATEGIES", "Cream", "Uniform", "make_strategy", "reference_archs", "step_rng"]
