@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ["run", "supernet", "search", "retrain", "test", "export", "profile", "bench", "rank"]
+COMMANDS = ["run", "supernet", "search", "retrain", "test", "export", "convert", "profile", "bench", "rank"]
 
 
 def add_run_options(p: argparse.ArgumentParser, config: bool = True) -> None:
