@@ -24,6 +24,7 @@ import time
 from functools import partial
 
 import torch
+from common import time_round_robin
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -41,19 +42,6 @@ def _eval_step(model: nn.Module, x: torch.Tensor) -> None:
 def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     model.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(model(x), y).backward()
-
-
-def time_round_robin(fns: dict[str, callable], repeats: int, warmup: int = 2) -> dict[str, float]:
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t = time.process_time()
-            fn()
-            times[k].append(time.process_time() - t)
-    return {k: min(v) for k, v in times.items()}
 
 
 def bench_shape(size: str, batch: int, repeats: int) -> dict:

@@ -19,3 +19,22 @@ def images_per_second(batches: Iterable, step: Callable, steps: int, warmup: int
             if done >= steps + warmup:
                 break
     return seen / (time.perf_counter() - start)
+
+
+def time_round_robin(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 2,
+                     stat: Callable[[list[float]], float] = min) -> dict[str, float]:
+    """Process CPU seconds of one call of each fn, called in turn `repeats` times; `stat` of each.
+
+    Round-robin makes slow phases of a shared machine hit every side alike, and process time
+    does not count time spent descheduled.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.process_time()
+            fn()
+            times[k].append(time.process_time() - t)
+    return {k: stat(v) for k, v in times.items()}

@@ -76,6 +76,25 @@ def test_first_layers_only_and_gradients_reach_only_the_slices():
     assert (fc1[:96, :32].abs().sum(1) > 0).all() and (fc1[96:] == 0).all()
 
 
+@pytest.mark.parametrize("legacy", [False, True])
+def test_supernet_gradients_are_the_extracted_models_gradients(legacy):
+    """Training a path trains exactly the extracted model's weights: the sliced gradients match,
+    for the whole supernet (no slicing at all) as for a smaller path."""
+    x, y = torch.randn(3, 3, 32, 32), torch.tensor([1, 4, 7])
+    small = {"embed_dim": 32, "depth": 2, "num_heads": [2, 1], "mlp_ratio": [3.0, 4.0]}
+    for arch in (tiny_space().largest(), small):
+        net = supernet(legacy_qkv_bias=legacy).train()
+        model = net.extract(arch)
+        net.set_arch(arch)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        grads = supernet(legacy_qkv_bias=legacy)  # a supernet holding the gradients as weights
+        grads.load_state_dict({k: torch.zeros_like(p) if p.grad is None else p.grad for k, p in net.named_parameters()})
+        sliced = grads.extract(arch).state_dict()  # sliced exactly as the weights are
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, sliced[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_qkv_slicing_layouts_follow_the_spec():
     E, width, d, q = 6, 4, 5, 2
     w = torch.arange(3 * width * E, dtype=torch.float32).view(3 * width, E)

@@ -3,11 +3,11 @@
 Every elastic op has `set_active(...)` to choose its slice and `active_params()` returning the
 sliced tensors under the same names as its static counterpart (`cream.nn.vit_blocks`). Its
 forward uses exactly `active_params()`, so a state dict built from them reproduces the
-supernet's output in the static model. Slices are views, with one exception: when gradients
+supernet's output in the static model. Slices are views, with two exceptions: when gradients
 are on, a slice of the input columns (strided) is copied, because the backward matmul on a
 strided weight measured ~10 % slower per linear on CPU than on a contiguous copy, and the copy
-is small next to the activations. The qkv weight, whose Q, K and V parts come from three
-places, is always copied.
+is small next to the activations; and the qkv weight, whose Q, K and V parts come from three
+places, is always copied. A slice that covers a whole tensor is the parameter itself (`leading`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cream.nn.relpos import attend
+
+
+def leading(t: Tensor, *sizes: int) -> Tensor:
+    """`t[:sizes[0], :sizes[1], ...]`, or `t` itself when the sizes cover it.
+
+    Even a full-range slice makes autograd allocate a zero gradient of the whole parameter and
+    copy into it on every backward; the parameter itself accumulates its gradient directly.
+    """
+    if all(s == n for s, n in zip(sizes, t.shape, strict=False)):
+        return t
+    return t[tuple(slice(0, s) for s in sizes)]
 
 
 class ElasticModule(nn.Module):
@@ -37,11 +48,10 @@ class ElasticLinear(nn.Linear, ElasticModule):
         self.active_in, self.active_out = in_features, out_features
 
     def active_params(self) -> dict[str, Tensor]:
-        o = self.active_out
-        weight = self.weight[:o, : self.active_in]
+        weight = leading(self.weight, self.active_out, self.active_in)
         p = {"weight": weight.contiguous() if torch.is_grad_enabled() else weight}
         if self.bias is not None:
-            p["bias"] = self.bias[:o]
+            p["bias"] = leading(self.bias, self.active_out)
         return p
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,7 +80,9 @@ class ElasticQKV(nn.Linear, ElasticModule):
         d, q = self.active_in, self.active_width
         if self.legacy:
             weight = self.weight[: 3 * q, :d].view(q, 3, d).transpose(0, 1).reshape(3 * q, d)
-            bias = self.bias[: 3 * q]
+            bias = leading(self.bias, 3 * q)
+        elif q == self.width and d == self.in_features:
+            weight, bias = self.weight, self.bias
         else:
             weight = self.weight.view(3, self.width, -1)[:, :q, :d].reshape(3 * q, d)
             bias = self.bias.view(3, self.width)[:, :q].reshape(3 * q)
@@ -89,7 +101,7 @@ class ElasticLayerNorm(nn.LayerNorm, ElasticModule):
         self.active_dim = dim
 
     def active_params(self) -> dict[str, Tensor]:
-        return {"weight": self.weight[: self.active_dim], "bias": self.bias[: self.active_dim]}
+        return {"weight": leading(self.weight, self.active_dim), "bias": leading(self.bias, self.active_dim)}
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, (self.active_dim,), **self.active_params(), eps=self.eps)
@@ -106,7 +118,7 @@ class ElasticConv2d(nn.Conv2d, ElasticModule):
         self.active_out = out_chans
 
     def active_params(self) -> dict[str, Tensor]:
-        return {"weight": self.weight[: self.active_out], "bias": self.bias[: self.active_out]}
+        return {"weight": leading(self.weight, self.active_out), "bias": leading(self.bias, self.active_out)}
 
     def forward(self, x: Tensor) -> Tensor:
         p = self.active_params()

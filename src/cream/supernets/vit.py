@@ -129,11 +129,17 @@ class ViTSupernet(ViTHead, nn.Module):
         if isinstance(self.head, ElasticLinear):
             self.head.set_active(d, self.num_classes)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    def _embeddings(self) -> tuple[Tensor, Tensor]:
+        """The class token and position embedding of the active embed dim (whole when it is E)."""
         d = self._dim
+        if d == self.space.super_embed_dim:
+            return self.cls_token, self.pos_embed
+        return self.cls_token[..., :d], self.pos_embed[..., :d]
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        cls, pos = self._embeddings()
         x, grid = self.patch_embed(x)
-        cls = self.cls_token[..., :d].expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed[..., :d]
+        x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1) + pos
         if self._pos_drop > 0:
             x = F.dropout(x, self._pos_drop, self.training)
         for blk in islice(self.blocks, self._depth):
@@ -160,11 +166,12 @@ class ViTSupernet(ViTHead, nn.Module):
         previous = self._arch
         self.set_arch(arch)
         try:
-            d, scale = self._dim, self._dim / self.space.super_embed_dim
+            scale = self._dim / self.space.super_embed_dim
             model = AutoFormer(**{**model_kwargs(self.space, self._arch), "num_classes": self.num_classes},
                                global_pool=self.global_pool, drop_rate=self.drop_rate * scale,
                                attn_drop_rate=self.attn_drop_rate * scale, drop_path_rate=self.drop_path_rate)
-            state = {"cls_token": self.cls_token[..., :d], "pos_embed": self.pos_embed[..., :d]}
+            cls, pos = self._embeddings()
+            state = {"cls_token": cls, "pos_embed": pos}
             for name in ("patch_embed", "norm", "head"):
                 state.update(active_state_dict(getattr(self, name), name))
             for i in range(self._depth):
