@@ -49,7 +49,8 @@ class LargestPath(Uniform):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30, help="timed steps of each engine")
-    ap.add_argument("--autoformer-t", action="store_true", help="AutoFormer-T's supernet at 224 px (else the cream run preset)")
+    ap.add_argument("--autoformer-t", action="store_true",
+                    help="AutoFormer-T's supernet at 224 px (else the cream run preset)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps ratios stable on a shared machine)")
     args = ap.parse_args()

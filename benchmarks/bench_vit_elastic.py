@@ -8,7 +8,7 @@ and small spaces), times eval forward and a train step (forward, loss, backward)
   (avg pool, LN eps 1e-5, fused attention), so the three compute the same function family.
 Models are timed round-robin in one process. The machine is shared, so a step is timed in
 process CPU seconds (insensitive to being descheduled) on one thread by default, and the
-minimum over repeats is reported, with ratios. Also measures the analytic cost model's
+median over repeats is reported (`--stat min` for the minimum), with ratios. Also measures the analytic cost model's
 throughput (archs/s, one core).
 
     PYTHONPATH=src python benchmarks/bench_vit_elastic.py [--batch 8] [--repeats 7]
@@ -20,6 +20,7 @@ import argparse
 import json
 import platform
 import random
+import statistics
 import time
 from functools import partial
 
@@ -44,7 +45,7 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     nn.functional.cross_entropy(model(x), y).backward()
 
 
-def bench_shape(size: str, batch: int, repeats: int) -> dict:
+def bench_shape(size: str, batch: int, repeats: int, stat) -> dict:
     space_name, dim, heads = SHAPES[size]
     arch = {"embed_dim": dim, "depth": 12, "num_heads": [heads] * 12, "mlp_ratio": [4.0] * 12}
     x = torch.randn(batch, 3, 224, 224)
@@ -64,7 +65,7 @@ def bench_shape(size: str, batch: int, repeats: int) -> dict:
             for m in models.values():
                 m.train(mode == "train")
             step = partial(_eval_step, x=x) if mode == "eval" else partial(_train_step, x=x, y=y)
-            t = time_round_robin({k: partial(step, m) for k, m in models.items()}, repeats)
+            t = time_round_robin({k: partial(step, m) for k, m in models.items()}, repeats, stat=stat)
             res = {f"{k}_s": round(v, 4) for k, v in t.items()}
             res["supernet_vs_extracted"] = round(t["supernet"] / t["extracted"], 3)
             if "timm" in t:
@@ -92,7 +93,8 @@ def cost_throughput(n: int = 100_000) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=25)
+    parser.add_argument("--stat", choices=["median", "min"], default="median")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sizes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     args = parser.parse_args()
@@ -104,11 +106,11 @@ def main() -> None:
         "machine": platform.processor() or platform.machine(),
         "batch": args.batch,
         "repeats": args.repeats,
-        "timing": "min over round-robin repeats of process CPU seconds per step; "
+        "timing": f"{args.stat} over round-robin repeats of process CPU seconds per step; "
                   "train = forward + cross-entropy + backward",
     }
     for size in args.sizes:
-        result[size] = bench_shape(size, args.batch, args.repeats)
+        result[size] = bench_shape(size, args.batch, args.repeats, {"median": statistics.median, "min": min}[args.stat])
     result["analytic_cost"] = cost_throughput()
     print(json.dumps(result, indent=1))
 
