@@ -4,7 +4,7 @@ The released AutoFormer checkpoints (`supernet-tiny/small/base.pth`) are torch p
 `{"model": state_dict, ...}` in the original module names. Renamed to ours, and loaded into a
 supernet whose space slices qkv the original way (`legacy_qkv_bias`, spec §3 and §8 item 1),
 every subnet computes what it computed in the original, so the run directory written here
-works with `cream search --supernet`, `cream export` and `cream test` like a trained one.
+works with `cream search --supernet` and `cream export` like a trained one.
 """
 
 from __future__ import annotations

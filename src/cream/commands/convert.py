@@ -11,8 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="import an original AutoFormer supernet checkpoint",
                        description="Rename the weights of SOURCE (a supernet .pth saved by the original AutoFormer "
                                    "code, e.g. the released supernet-tiny.pth) to cream's layout and write a "
-                                   "supernet run directory for `cream search --supernet`, `cream export` and "
-                                   "`cream test`. CONFIG (or --set space.preset=...) names the space the "
+                                   "supernet run directory for `cream search --supernet` and `cream export`. "
+                                   "CONFIG (or --set space.preset=...) names the space the "
                                    "checkpoint was trained on; qkv is sliced the original way (legacy_qkv_bias).")
     p.add_argument("source", help="the original checkpoint (.pth)")
     p.add_argument("config", nargs="?", help="YAML config with the space, e.g. configs/autoformer/supernet-tiny.yaml")
