@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+from common import REPO, SHARED
+
 CONFIG = REPO / "configs" / "nb201" / "supernet-cifar10-cpu.yaml"
 
 

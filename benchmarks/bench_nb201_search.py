@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
+
+from common import SHARED
 
 from cream.bench import NB201Table, run_bench
 from cream.search.rank import kendall_tau, spearman_rho, stratified_sample
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEFAULT_TABLE = SHARED / "nb201" / "nb201.csv"
 CHECKPOINTS = (25, 50, 100, 200, 500)
 THRESHOLDS = (93.9, 94.1)

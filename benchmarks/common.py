@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))  # the project's real data
 
 
 def images_per_second(batches: Iterable, step: Callable, steps: int, warmup: int = 2) -> float:

@@ -53,17 +53,19 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+def _shared_file(relative: str, what: str) -> Path:
+    """A file of the shared data, or skip the test that needs it."""
+    path = shared_data_dir() / relative
+    if not path.is_file():
+        pytest.skip(f"{what} not found at {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def cifar10_archive() -> Path:
-    path = shared_data_dir() / "cifar10" / "cifar10-jpg.tar.gz"
-    if not path.is_file():
-        pytest.skip(f"real CIFAR-10 archive not found at {path}")
-    return path
+    return _shared_file("cifar10/cifar10-jpg.tar.gz", "real CIFAR-10 archive")
 
 
 @pytest.fixture(scope="session")
 def nb201_table() -> Path:
-    path = shared_data_dir() / "nb201" / "nb201.csv"
-    if not path.is_file():
-        pytest.skip(f"NAS-Bench-201 table not found at {path}")
-    return path
+    return _shared_file("nb201/nb201.csv", "NAS-Bench-201 table")

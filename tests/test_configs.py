@@ -13,6 +13,7 @@ import yaml
 import cream.models  # noqa: F401  (registers cream_* etc. with timm)
 from cream.config import RunConfig, load_config
 from cream.registry import get_space
+from cream.spaces.vit import PUBLISHED_SPACES, published_archs
 from cream.train.strategies import make_strategy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,4 +67,5 @@ def test_autoformer_recipes_exist_and_build_the_published_models():
         for stage in ("supernet", "search", "retrain"):
             assert (REPO / f"configs/autoformer/{stage}-{size}.yaml").is_file()
         cfg = load_config(RunConfig, REPO / f"configs/autoformer/retrain-{size}.yaml")
-        assert get_space(dict(cfg.space)).cost(cfg.arch)["params"] == params
+        assert cfg.arch == published_archs()[size] and cfg.space["preset"] == PUBLISHED_SPACES[size]
+        assert get_space(dict(cfg.space)).cost(cfg.arch)["params"] == params  # spec §4, see test_vit_space

@@ -15,6 +15,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from cream.cli import main as cli
 from cream.config import RunConfig, load_config
@@ -139,9 +140,12 @@ def test_converted_run_exports_a_standalone_model(original_ckpt, tmp_path):
 
 
 def test_ddp_prefixed_checkpoint_converts(tmp_path):
-    path = tmp_path / "ddp.pth"
-    torch.save({"model": {f"module.{k}": v for k, v in original_state().items()}}, path)
-    assert cli(["convert", str(path), "--out", str(tmp_path / "run"), *_set(SPACE)]) == 0
+    """A state dict saved from a DistributedDataParallel wrapper gives the same supernet weights."""
+    for name, prefix in (("ddp", "module."), ("plain", "")):
+        torch.save({"model": {prefix + k: v for k, v in original_state().items()}}, tmp_path / f"{name}.pth")
+        assert cli(["convert", str(tmp_path / f"{name}.pth"), "--out", str(tmp_path / name), *_set(SPACE)]) == 0
+    ddp, plain = (load_file(tmp_path / name / "supernet.safetensors") for name in ("ddp", "plain"))
+    assert ddp.keys() == plain.keys() and all(torch.equal(ddp[k], plain[k]) for k in ddp)
 
 
 @pytest.mark.parametrize("case, message", [

@@ -36,21 +36,12 @@ CREAM = ["strategy.name=cream",
          f"probs: {json.dumps(PRE_PROB)}}}"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(*extra: str) -> RunConfig:
     return load_config(RunConfig, None, [*TINY, *CREAM, *extra])
 
 
 @pytest.fixture(scope="module")
 def cream_run(tmp_path_factory):
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("cream") / "supernet"
     summary = train_supernet(_cfg(), RunDir.create(str(out), "supernet"))
     return out, summary

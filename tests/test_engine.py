@@ -139,3 +139,11 @@ def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
     assert summary["skipped_steps"] == 0 and 0.0 <= summary["test_top1"] <= 1.0
     weights = load_file(tmp_path / "r" / "model.safetensors")
     assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in weights.values())
+    for on in (True, False):  # the flags reach the step: channels_last input, bf16 compute
+        flags = ["train.epochs=1"] + (["train.amp=bf16", "train.channels_last=true"] if on else [])
+        engine = _engine(tmp_path / str(on), flags, Strategy())
+        seen: list = []
+        engine.model.patch_embed.proj.register_forward_hook(
+            lambda m, i, o, seen=seen: seen.append((i[0].is_contiguous(memory_format=torch.channels_last), o.dtype)))
+        engine.train_step(*next(iter(engine.train_loader)))
+        assert seen == [(True, torch.bfloat16) if on else (False, torch.float32)]

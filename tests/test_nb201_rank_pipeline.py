@@ -59,7 +59,6 @@ def test_rank_a_supernet_run_against_the_table(supernet_run, nb201_table, tmp_pa
 
 
 def test_rank_with_bn_recalibration(supernet_run, nb201_table, tmp_path, capsys):
-    pytest.importorskip("cream.search.bn_recal", reason="BN recalibration (cream.search.bn_recal) is not merged yet")
     scores = {}
     for images in (0, 20):
         assert main(["rank", "--supernet", str(supernet_run), "--table", str(nb201_table), "--sample", "4",

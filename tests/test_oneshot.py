@@ -67,6 +67,9 @@ def test_supernet_search_retrain_export(supernet_run, tmp_path, capsys):
     x = torch.randn(4, 3, 16, 16)
     assert torch.allclose(model(x), net(x), atol=1e-5)
     assert main(["export", str(retrain), "--out", str(tmp_path / "retrained.safetensors")]) == 0
+    retrained = load_exported(tmp_path / "retrained.safetensors").eval()  # the retrained weights, not inherited
+    assert sum(p.numel() for p in retrained.parameters()) == found["cost"]["params"]
+    assert not torch.allclose(retrained(x), model(x), atol=1e-3)
 
 
 def test_search_resume_matches_uninterrupted(supernet_run, tmp_path, monkeypatch, capsys):

@@ -14,6 +14,7 @@ from cream.search.rank import (
     spearman_rho,
     stratified_sample,
 )
+from cream.spaces.base import arch_key
 
 
 def test_correlations_hand_computed_and_scipy():
@@ -66,6 +67,10 @@ def test_compare_score_files(tmp_path):
     rows = [{"arch": {"ops": [i]}, "score": s} for i, s in ((1, 1), (2, 3), (3, 2))]
     records.write_text(json.dumps({"records": rows}))
     assert compare_score_files(records, records)["spearman_rho"] == pytest.approx(1.0)
+    keyed = tmp_path / "keyed.json"  # the same archs keyed by arch_key: each record must find its key
+    keyed.write_text(json.dumps({arch_key({"ops": [i]}): float(i) for i in (1, 2, 3)}))
+    out = compare_score_files(keyed, records)
+    assert out["n"] == 3 and out["kendall_tau"] == pytest.approx(1 / 3)
     with pytest.raises(DataError, match="does not exist"):
         compare_score_files(tmp_path / "nope.json", pred)
     with pytest.raises(DataError, match="share 0 archs"):

@@ -62,8 +62,8 @@ def test_published_tiny_needs_the_extended_space():
         get_space("autoformer-tiny").validate(t)
     assert get_space("autoformer-tiny-ext").validate(t) == t
     for size, name in PUBLISHED_SPACES.items():
-        get_space(name).validate(published_archs()[size])
-    get_space("autoformer-base-8").validate(published_archs()["base"])
+        assert get_space(name).validate(published_archs()[size]) == published_archs()[size]
+    assert get_space("autoformer-base-8").validate(published_archs()["base"]) == published_archs()["base"]
 
 
 def spec_formula(d: int, heads: list[int], ratios: list[float], relpos: bool = True) -> int:
