@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cream.nn.relpos import attend
+from cream.nn.relpos import attend, rel_pos_tables
 
 
 def leading(t: Tensor, *sizes: int) -> Tensor:
@@ -149,9 +149,7 @@ class ElasticAttention(ElasticModule):
         self.qkv = ElasticQKV(dim, width, legacy=legacy_qkv)
         self.proj = ElasticLinear(width, dim)
         if rel_pos:
-            rows = 2 * max_relative_position + 2
-            self.rel_pos_k = nn.Parameter(torch.zeros(2, rows, head_dim))
-            self.rel_pos_v = nn.Parameter(torch.zeros(2, rows, head_dim))
+            self.rel_pos_k, self.rel_pos_v = rel_pos_tables(head_dim, max_relative_position)
         else:
             self.rel_pos_k = self.rel_pos_v = None
         self.active_heads = num_heads

@@ -6,12 +6,11 @@ counterparts with the same parameter names, so an extracted state dict loads str
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from cream.nn.relpos import attend
+from cream.nn.relpos import attend, rel_pos_tables
 
 
 def gelu_fp32(x: Tensor) -> Tensor:
@@ -64,9 +63,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * width)
         self.proj = nn.Linear(width, dim)
         if rel_pos:
-            rows = 2 * max_relative_position + 2
-            self.rel_pos_k = nn.Parameter(torch.zeros(2, rows, head_dim))
-            self.rel_pos_v = nn.Parameter(torch.zeros(2, rows, head_dim))
+            self.rel_pos_k, self.rel_pos_v = rel_pos_tables(head_dim, max_relative_position)
         else:
             self.rel_pos_k = self.rel_pos_v = None
 
