@@ -6,6 +6,7 @@ counterparts with the same parameter names, so an extracted state dict loads str
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
@@ -19,7 +20,7 @@ def gelu_fp32(x: Tensor) -> Tensor:
 
 
 class ViTHead:
-    """`forward_head` / `forward` shared by the ViT supernet and the standalone AutoFormer.
+    """The timm head face shared by the ViT supernet and the standalone AutoFormer.
 
     With global_pool "avg" the classifier sees the mean of the patch tokens (AutoFormer's `--gp`);
     the class token still takes part in attention. With "token" it sees the class token.
@@ -27,6 +28,19 @@ class ViTHead:
 
     global_pool: str
     head: nn.Module
+
+    @staticmethod
+    def _check_global_pool(global_pool: str) -> None:
+        if global_pool not in ("avg", "token"):
+            raise ValueError(f"global_pool = {global_pool!r}; choose 'avg' or 'token'")
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Embeddings and the relative-position tables are not decayed (spec §8 item 6)."""
+        return {"pos_embed", "cls_token", "*.rel_pos_k", "*.rel_pos_v"}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0]

@@ -87,8 +87,7 @@ class ViTSupernet(ViTHead, nn.Module):
     def __init__(self, space: ViTSpace, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, global_pool: str = "avg") -> None:
         super().__init__()
-        if global_pool not in ("avg", "token"):
-            raise ValueError(f"global_pool = {global_pool!r}; choose 'avg' or 'token'")
+        self._check_global_pool(global_pool)
         self.space = space
         self.drop_rate, self.attn_drop_rate, self.drop_path_rate = drop_rate, attn_drop_rate, drop_path_rate
         self.global_pool = global_pool
@@ -106,10 +105,6 @@ class ViTSupernet(ViTHead, nn.Module):
                                "num_classes": self.num_classes}
         init_vit_weights(self)
         self.set_arch(space.largest())
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token", "*.rel_pos_k", "*.rel_pos_v"}
 
     @property
     def arch(self) -> Arch:
@@ -145,9 +140,6 @@ class ViTSupernet(ViTHead, nn.Module):
         for blk in islice(self.blocks, self._depth):
             x = blk(x, grid)
         return self.norm(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new super-width classifier. The analytic cost counts `space.num_classes`, so prefer a
