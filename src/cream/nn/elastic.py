@@ -125,16 +125,6 @@ class ElasticConv2d(nn.Conv2d, ElasticModule):
         return F.conv2d(x, p["weight"], p["bias"], self.stride)
 
 
-class ElasticPatchEmbed(nn.Module):
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = ElasticConv2d(in_chans, embed_dim, patch_size, patch_size)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        x = self.proj(x)
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
-
-
 class ElasticAttention(ElasticModule):
     """Attention with a fixed head dim: h active heads use Q/K/V width q = h·head_dim.
 

@@ -51,11 +51,14 @@ class ViTHead:
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patches → tokens; returns the tokens and the (H, W) patch grid."""
+    """Non-overlapping patches → tokens; returns the tokens and the (H, W) patch grid.
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    `conv` is the projection's class: the supernet passes `ElasticConv2d`.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, conv: type[nn.Conv2d] = nn.Conv2d) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+        self.proj = conv(in_chans, embed_dim, patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         x = self.proj(x)

@@ -15,14 +15,8 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from cream.models.autoformer import AutoFormer, init_vit_weights, model_kwargs
-from cream.nn.elastic import (
-    ElasticAttention,
-    ElasticLayerNorm,
-    ElasticLinear,
-    ElasticPatchEmbed,
-    active_state_dict,
-)
-from cream.nn.vit_blocks import ViTHead, gelu_fp32
+from cream.nn.elastic import ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, active_state_dict
+from cream.nn.vit_blocks import PatchEmbed, ViTHead, gelu_fp32
 from cream.registry import register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.vit import ViTSpace
@@ -94,7 +88,7 @@ class ViTSupernet(ViTHead, nn.Module):
         self.num_classes = space.num_classes
         E = self.num_features = space.super_embed_dim
         H, W = space.grid
-        self.patch_embed = ElasticPatchEmbed(space.patch_size, space.in_chans, E)
+        self.patch_embed = PatchEmbed(space.patch_size, space.in_chans, E, ElasticConv2d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
         self.pos_embed = nn.Parameter(torch.zeros(1, H * W + 1, E))
         dpr = torch.linspace(0, drop_path_rate, space.super_depth).tolist()
