@@ -15,7 +15,14 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 
 from cream.models.autoformer import AutoFormer, init_vit_weights, model_kwargs
-from cream.nn.elastic import ElasticAttention, ElasticConv2d, ElasticLayerNorm, ElasticLinear, active_state_dict
+from cream.nn.elastic import (
+    ElasticAttention,
+    ElasticConv2d,
+    ElasticLayerNorm,
+    ElasticLinear,
+    active_state_dict,
+    leading,
+)
 from cream.nn.vit_blocks import PatchEmbed, ViTHead, gelu_fp32
 from cream.registry import register_supernet
 from cream.spaces.base import Arch
@@ -121,9 +128,7 @@ class ViTSupernet(ViTHead, nn.Module):
     def _embeddings(self) -> tuple[Tensor, Tensor]:
         """The class token and position embedding of the active embed dim (whole when it is E)."""
         d = self._dim
-        if d == self.space.super_embed_dim:
-            return self.cls_token, self.pos_embed
-        return self.cls_token[..., :d], self.pos_embed[..., :d]
+        return leading(self.cls_token, 1, 1, d), leading(self.pos_embed, 1, self.pos_embed.shape[1], d)
 
     def forward_features(self, x: Tensor) -> Tensor:
         cls, pos = self._embeddings()
