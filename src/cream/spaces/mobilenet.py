@@ -168,6 +168,9 @@ class MobileNetSpace:
 
     config: MobileNetConfig
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. the FLOPs range a preset was built from
+    # per convention: fixed params, fixed MACs, and (params, MACs) of each candidate op of each layer
+    _costs: dict[str, tuple[int, int, list[dict[str, tuple[int, int]]]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.name = self.config.name
@@ -239,12 +242,21 @@ class MobileNetSpace:
         if convention not in CONVENTIONS:
             raise ConfigError(f"cost convention {convention!r} is unknown; choose one of {list(CONVENTIONS)}")
         ops = self.validate(arch)["ops"]
-        cfg = self.config
-        params, macs = _fixed_params(cfg), _fixed_macs(cfg, self.geometry, convention)
-        for g in self.geometry:
-            p, m = op_cost(parse_op(ops[g.stage][g.index]), g, cfg.se_ratio, convention, _relu(cfg))
+        params, macs, layers = self._cost_table(convention)
+        for g, costs in zip(self.geometry, layers, strict=True):
+            p, m = costs[ops[g.stage][g.index]]
             params, macs = params + p, macs + m
         return {"params": params, "macs": macs}
+
+    def _cost_table(self, convention: str) -> tuple[int, int, list[dict[str, tuple[int, int]]]]:
+        """The parts of `cost`, computed once per convention: search costs every candidate per step."""
+        table = self._costs.get(convention)
+        if table is None:
+            cfg = self.config
+            layers = [{o: op_cost(parse_op(o), g, cfg.se_ratio, convention, _relu(cfg))
+                       for o in cfg.stages[g.stage].ops[g.index]} for g in self.geometry]
+            table = self._costs[convention] = (_fixed_params(cfg), _fixed_macs(cfg, self.geometry, convention), layers)
+        return table
 
     def size(self) -> int:
         """Number of distinct archs."""
