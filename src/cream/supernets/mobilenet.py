@@ -125,8 +125,4 @@ class MobileNetSupernet(nn.Module):
         return child.to(next(self.parameters()).device).train(self.training)
 
 
-def build_mobilenet_supernet(space: MobileNetSpace, **kwargs: Any) -> MobileNetSupernet:
-    return MobileNetSupernet(space, **kwargs)
-
-
-register_supernet(MobileNetSpace, build_mobilenet_supernet)
+register_supernet(MobileNetSpace, MobileNetSupernet)
