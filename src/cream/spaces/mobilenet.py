@@ -174,7 +174,7 @@ class MobileNetSpace:
 
     def __post_init__(self) -> None:
         self.name = self.config.name
-        self.geometry = layer_geometry(self.config, self.config.input_size)
+        self.geometry = layer_geometry(self.config)
 
     # --- protocol -------------------------------------------------------------------------
     def sample(self, rng: random.Random, probs: dict[str, float] | None = None) -> Arch:
@@ -268,9 +268,9 @@ def _conv_out(h: int, k: int, s: int) -> int:
     return (h + 2 * (((s - 1) + (k - 1)) // 2) - k) // s + 1
 
 
-def layer_geometry(cfg: MobileNetConfig, input_size: int) -> list[LayerGeom]:
+def layer_geometry(cfg: MobileNetConfig) -> list[LayerGeom]:
     """Widths, strides and map sizes of every layer (the same for every op of a layer)."""
-    h = _conv_out(input_size, 3, cfg.stem_stride)
+    h = _conv_out(cfg.input_size, 3, cfg.stem_stride)
     cin, out = cfg.stem_channels, []
     for s, st in enumerate(cfg.stages):
         for i in range(len(st.ops)):
@@ -412,7 +412,7 @@ def _cream_config(layers: Sequence[int], input_size: int, num_classes: int, allo
 def cream_flops_table() -> tuple[list[list[float]], list[list[float]]]:
     """Spec §4.4: ptflops MFLOPs at 224 of each op as the (first, each later) layer of stages 1..5."""
     cfg = _cream_config([2] * 5, 224, 1000, False, 0.0)
-    geo = layer_geometry(cfg, 224)
+    geo = layer_geometry(cfg)
     first, later = [], []
     for s in range(1, 6):
         g0, g1 = (g for g in geo if g.stage == s)
