@@ -18,8 +18,12 @@ from cream.models.cream_mbv3 import PUBLISHED, published
 from cream.models.mobilenet import build_child
 from cream.registry import get_space
 from cream.spaces.mobilenet import (
+    CONVENTIONS,
     CREAM_OPS,
     LayerGeom,
+    _fixed_macs,
+    _fixed_params,
+    _relu,
     arch_from_cream_encoding,
     cream_flops_table,
     cream_space,
@@ -238,6 +242,22 @@ def test_analytic_costs_equal_measured(spec):
             model = build_child(space, arch)
         assert space.cost(arch) == measure(model, (3, size, size))
         assert space.cost(arch, convention="ptflops")["macs"] == _ptflops_count(model, size)
+
+
+@pytest.mark.parametrize("spec", [CIFAR, {"preset": "cream", "allow_skip": True}])
+def test_cached_cost_equals_costing_every_layer(spec):
+    """`cost` reads a per-space table; it must equal re-costing each layer of the arch."""
+    space = get_space(spec)
+    cfg, rng = space.config, random.Random(2)
+    for _ in range(300):
+        arch = space.sample(rng)
+        for convention in CONVENTIONS:
+            params, macs = _fixed_params(cfg), _fixed_macs(cfg, space.geometry, convention)
+            for g in space.geometry:
+                p, m = op_cost(parse_op(arch["ops"][g.stage][g.index]), g, cfg.se_ratio, convention, _relu(cfg))
+                params, macs = params + p, macs + m
+            assert space.cost(arch, convention) == {"params": params, "macs": macs}
+    assert space == get_space(spec)  # the table takes no part in equality
 
 
 @pytest.mark.parametrize("name", list(PUBLISHED))

@@ -67,6 +67,8 @@ def test_extracted_model_equals_the_supernet_in_eval(supernet):
             with torch.no_grad():
                 assert torch.equal(supernet(x), child(x))
             assert child.arch == arch
+            shared = {t.data_ptr() for t in supernet.state_dict().values()}
+            assert not any(t.data_ptr() in shared for t in child.state_dict().values())  # copies
     finally:
         supernet.train()
 

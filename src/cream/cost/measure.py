@@ -14,14 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
-    """Number of parameters (each shared tensor counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+    """Number of parameters (each shared tensor counted once: `parameters()` yields it once)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 @torch.no_grad()

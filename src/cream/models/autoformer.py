@@ -52,8 +52,7 @@ class AutoFormer(ViTHead, nn.Module):
         extracted from a supernet passes the super depth, so it keeps the supernet's rates.
         """
         super().__init__()
-        if global_pool not in ("avg", "token"):
-            raise ValueError(f"global_pool = {global_pool!r}; choose 'avg' or 'token'")
+        self._check_global_pool(global_pool)
         heads = list(num_heads) if isinstance(num_heads, Sequence) else [num_heads] * depth
         ratios = list(mlp_ratio) if isinstance(mlp_ratio, Sequence) else [mlp_ratio] * depth
         if len(heads) != depth or len(ratios) != depth:
@@ -78,14 +77,6 @@ class AutoFormer(ViTHead, nn.Module):
         self.pretrained_cfg = self.default_cfg = _cfg(input_size=(in_chans, img_size, img_size),
                                                       num_classes=num_classes)
         init_vit_weights(self)
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        """Embeddings and the relative-position tables are not decayed (spec §8 item 6)."""
-        return {"pos_embed", "cls_token", "*.rel_pos_k", "*.rel_pos_v"}
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes

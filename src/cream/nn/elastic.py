@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cream.nn.relpos import attend
+from cream.nn.relpos import attend, rel_pos_tables
 
 
 def leading(t: Tensor, *sizes: int) -> Tensor:
@@ -125,16 +125,6 @@ class ElasticConv2d(nn.Conv2d, ElasticModule):
         return F.conv2d(x, p["weight"], p["bias"], self.stride)
 
 
-class ElasticPatchEmbed(nn.Module):
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
-        super().__init__()
-        self.proj = ElasticConv2d(in_chans, embed_dim, patch_size, patch_size)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        x = self.proj(x)
-        return x.flatten(2).transpose(1, 2), (x.shape[2], x.shape[3])
-
-
 class ElasticAttention(ElasticModule):
     """Attention with a fixed head dim: h active heads use Q/K/V width q = h·head_dim.
 
@@ -149,9 +139,7 @@ class ElasticAttention(ElasticModule):
         self.qkv = ElasticQKV(dim, width, legacy=legacy_qkv)
         self.proj = ElasticLinear(width, dim)
         if rel_pos:
-            rows = 2 * max_relative_position + 2
-            self.rel_pos_k = nn.Parameter(torch.zeros(2, rows, head_dim))
-            self.rel_pos_v = nn.Parameter(torch.zeros(2, rows, head_dim))
+            self.rel_pos_k, self.rel_pos_v = rel_pos_tables(head_dim, max_relative_position)
         else:
             self.rel_pos_k = self.rel_pos_v = None
         self.active_heads = num_heads

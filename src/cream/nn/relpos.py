@@ -18,7 +18,13 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+
+def rel_pos_tables(head_dim: int, max_rel: int) -> tuple[nn.Parameter, nn.Parameter]:
+    """The key and value tables, each `(2, 2R + 2, head_dim)` zeros (initialised by the model)."""
+    rows = 2 * max_rel + 2
+    return nn.Parameter(torch.zeros(2, rows, head_dim)), nn.Parameter(torch.zeros(2, rows, head_dim))
 
 
 @lru_cache(maxsize=64)

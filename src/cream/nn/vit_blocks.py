@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from cream.nn.relpos import attend
+from cream.nn.relpos import attend, rel_pos_tables
 
 
 def gelu_fp32(x: Tensor) -> Tensor:
@@ -20,7 +20,7 @@ def gelu_fp32(x: Tensor) -> Tensor:
 
 
 class ViTHead:
-    """`forward_head` / `forward` shared by the ViT supernet and the standalone AutoFormer.
+    """The timm head face shared by the ViT supernet and the standalone AutoFormer.
 
     With global_pool "avg" the classifier sees the mean of the patch tokens (AutoFormer's `--gp`);
     the class token still takes part in attention. With "token" it sees the class token.
@@ -28,6 +28,19 @@ class ViTHead:
 
     global_pool: str
     head: nn.Module
+
+    @staticmethod
+    def _check_global_pool(global_pool: str) -> None:
+        if global_pool not in ("avg", "token"):
+            raise ValueError(f"global_pool = {global_pool!r}; choose 'avg' or 'token'")
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Embeddings and the relative-position tables are not decayed (spec §8 item 6)."""
+        return {"pos_embed", "cls_token", "*.rel_pos_k", "*.rel_pos_v"}
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = x[:, 1:].mean(1) if self.global_pool == "avg" else x[:, 0]
@@ -38,11 +51,14 @@ class ViTHead:
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patches → tokens; returns the tokens and the (H, W) patch grid."""
+    """Non-overlapping patches → tokens; returns the tokens and the (H, W) patch grid.
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+    `conv` is the projection's class: the supernet passes `ElasticConv2d`.
+    """
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, conv: type[nn.Conv2d] = nn.Conv2d) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+        self.proj = conv(in_chans, embed_dim, patch_size, stride=patch_size)
 
     def forward(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         x = self.proj(x)
@@ -64,9 +80,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * width)
         self.proj = nn.Linear(width, dim)
         if rel_pos:
-            rows = 2 * max_relative_position + 2
-            self.rel_pos_k = nn.Parameter(torch.zeros(2, rows, head_dim))
-            self.rel_pos_v = nn.Parameter(torch.zeros(2, rows, head_dim))
+            self.rel_pos_k, self.rel_pos_v = rel_pos_tables(head_dim, max_relative_position)
         else:
             self.rel_pos_k = self.rel_pos_v = None
 

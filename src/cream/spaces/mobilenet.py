@@ -168,10 +168,13 @@ class MobileNetSpace:
 
     config: MobileNetConfig
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. the FLOPs range a preset was built from
+    # per convention: fixed params, fixed MACs, and (params, MACs) of each candidate op of each layer
+    _costs: dict[str, tuple[int, int, list[dict[str, tuple[int, int]]]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.name = self.config.name
-        self.geometry = layer_geometry(self.config, self.config.input_size)
+        self.geometry = layer_geometry(self.config)
 
     # --- protocol -------------------------------------------------------------------------
     def sample(self, rng: random.Random, probs: dict[str, float] | None = None) -> Arch:
@@ -239,12 +242,21 @@ class MobileNetSpace:
         if convention not in CONVENTIONS:
             raise ConfigError(f"cost convention {convention!r} is unknown; choose one of {list(CONVENTIONS)}")
         ops = self.validate(arch)["ops"]
-        cfg = self.config
-        params, macs = _fixed_params(cfg), _fixed_macs(cfg, self.geometry, convention)
-        for g in self.geometry:
-            p, m = op_cost(parse_op(ops[g.stage][g.index]), g, cfg.se_ratio, convention, _relu(cfg))
+        params, macs, layers = self._cost_table(convention)
+        for g, costs in zip(self.geometry, layers, strict=True):
+            p, m = costs[ops[g.stage][g.index]]
             params, macs = params + p, macs + m
         return {"params": params, "macs": macs}
+
+    def _cost_table(self, convention: str) -> tuple[int, int, list[dict[str, tuple[int, int]]]]:
+        """The parts of `cost`, computed once per convention: search costs every candidate per step."""
+        table = self._costs.get(convention)
+        if table is None:
+            cfg = self.config
+            layers = [{o: op_cost(parse_op(o), g, cfg.se_ratio, convention, _relu(cfg))
+                       for o in cfg.stages[g.stage].ops[g.index]} for g in self.geometry]
+            table = self._costs[convention] = (_fixed_params(cfg), _fixed_macs(cfg, self.geometry, convention), layers)
+        return table
 
     def size(self) -> int:
         """Number of distinct archs."""
@@ -256,9 +268,9 @@ def _conv_out(h: int, k: int, s: int) -> int:
     return (h + 2 * (((s - 1) + (k - 1)) // 2) - k) // s + 1
 
 
-def layer_geometry(cfg: MobileNetConfig, input_size: int) -> list[LayerGeom]:
+def layer_geometry(cfg: MobileNetConfig) -> list[LayerGeom]:
     """Widths, strides and map sizes of every layer (the same for every op of a layer)."""
-    h = _conv_out(input_size, 3, cfg.stem_stride)
+    h = _conv_out(cfg.input_size, 3, cfg.stem_stride)
     cin, out = cfg.stem_channels, []
     for s, st in enumerate(cfg.stages):
         for i in range(len(st.ops)):
@@ -400,7 +412,7 @@ def _cream_config(layers: Sequence[int], input_size: int, num_classes: int, allo
 def cream_flops_table() -> tuple[list[list[float]], list[list[float]]]:
     """Spec §4.4: ptflops MFLOPs at 224 of each op as the (first, each later) layer of stages 1..5."""
     cfg = _cream_config([2] * 5, 224, 1000, False, 0.0)
-    geo = layer_geometry(cfg, 224)
+    geo = layer_geometry(cfg)
     first, later = [], []
     for s in range(1, 6):
         g0, g1 = (g for g in geo if g.stage == s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cream.errors import ArchError, ConfigError
@@ -47,7 +47,6 @@ class ViTSpace:
     legacy_qkv_bias: bool = False
     s_prob: float = 0.4  # mutation: redraw depth, and embed dim, each with this probability
     m_prob: float = 0.2  # mutation: redraw each layer's ratio, and heads, with this probability
-    _hidden: dict[int, dict[float, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("embed_dims", "depths", "num_heads", "mlp_ratios"):
@@ -76,7 +75,6 @@ class ViTSpace:
         for name in ("s_prob", "m_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"space.{name} = {getattr(self, name)} must lie in [0, 1]")
-        self._hidden.update({d: {r: int(d * r) for r in self.mlp_ratios} for d in self.embed_dims})
 
     # ---- super dims (the supernet's shape) ----
     @property
@@ -180,10 +178,7 @@ class ViTSpace:
         """
         d, L = arch["embed_dim"], arch["depth"]
         sum_q = sum(arch["num_heads"]) * self.head_dim
-        try:
-            sum_f = sum(map(self._hidden[d].__getitem__, arch["mlp_ratio"]))
-        except KeyError:  # a value outside the choices (e.g. an unvalidated arch)
-            sum_f = sum(int(d * r) for r in arch["mlp_ratio"])
+        sum_f = sum(int(d * r) for r in arch["mlp_ratio"])
         C, p, nc = self.in_chans, self.patch_size, self.num_classes
         P = (self.img_size // p) ** 2
         N = P + 1

@@ -55,11 +55,12 @@ class MobileNetSupernet(nn.Module):
         self.set_arch({"ops": [[c[0] for c in st.ops] for st in cfg.stages]})  # until a strategy sets one
 
     # --- paths ------------------------------------------------------------------------------
-    def _path_of(self, arch: Arch) -> list[tuple[nn.ModuleDict, str]]:
+    def _path_of(self, arch: Arch, validated: bool = False) -> list[tuple[nn.ModuleDict, str]]:
+        """The (layer, op) blocks of `arch`, cached by arch; `validated` skips a second validation."""
         key = arch_key(arch)
         path = self._cache.get(key)
         if path is None:
-            ops = self.space.validate(arch)["ops"]
+            ops = (arch if validated else self.space.validate(arch))["ops"]
             path = [
                 (layer, ops[s][i])
                 for s, stage in enumerate(self.blocks)
@@ -73,8 +74,8 @@ class MobileNetSupernet(nn.Module):
 
     def set_arch(self, arch: Arch) -> None:
         """Select the path that following forwards run."""
-        self._path = self._path_of(arch)
         self.arch = self.space.validate(arch)
+        self._path = self._path_of(self.arch, validated=True)
 
     def path_parameters(self, arch: Arch | None = None) -> list[nn.Parameter]:
         """Parameters used by a path (shared stem/head plus the chosen blocks): a strategy's θ."""
@@ -124,8 +125,4 @@ class MobileNetSupernet(nn.Module):
         return child.to(next(self.parameters()).device).train(self.training)
 
 
-def build_mobilenet_supernet(space: MobileNetSpace, **kwargs: Any) -> MobileNetSupernet:
-    return MobileNetSupernet(space, **kwargs)
-
-
-register_supernet(MobileNetSpace, build_mobilenet_supernet)
+register_supernet(MobileNetSpace, MobileNetSupernet)

@@ -65,7 +65,7 @@ class NB201Supernet(NB201Macro):
                 state[key] = value
             elif arch["ops"][int(m.group(1).rsplit(".", 1)[1])] == m.group(2):
                 state[f"{m.group(1)}.{m.group(3)}"] = value
-        net.load_state_dict({k: v.clone() for k, v in state.items()})
+        net.load_state_dict(state)  # copies into the net's own tensors
         return net.to(next(self.parameters()).device).train(self.training)
 
 

@@ -17,12 +17,13 @@ from torch import Tensor, nn
 from cream.models.autoformer import AutoFormer, init_vit_weights, model_kwargs
 from cream.nn.elastic import (
     ElasticAttention,
+    ElasticConv2d,
     ElasticLayerNorm,
     ElasticLinear,
-    ElasticPatchEmbed,
     active_state_dict,
+    leading,
 )
-from cream.nn.vit_blocks import ViTHead, gelu_fp32
+from cream.nn.vit_blocks import PatchEmbed, ViTHead, gelu_fp32
 from cream.registry import register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.vit import ViTSpace
@@ -87,15 +88,14 @@ class ViTSupernet(ViTHead, nn.Module):
     def __init__(self, space: ViTSpace, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, global_pool: str = "avg") -> None:
         super().__init__()
-        if global_pool not in ("avg", "token"):
-            raise ValueError(f"global_pool = {global_pool!r}; choose 'avg' or 'token'")
+        self._check_global_pool(global_pool)
         self.space = space
         self.drop_rate, self.attn_drop_rate, self.drop_path_rate = drop_rate, attn_drop_rate, drop_path_rate
         self.global_pool = global_pool
         self.num_classes = space.num_classes
         E = self.num_features = space.super_embed_dim
         H, W = space.grid
-        self.patch_embed = ElasticPatchEmbed(space.patch_size, space.in_chans, E)
+        self.patch_embed = PatchEmbed(space.patch_size, space.in_chans, E, ElasticConv2d)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, E))
         self.pos_embed = nn.Parameter(torch.zeros(1, H * W + 1, E))
         dpr = torch.linspace(0, drop_path_rate, space.super_depth).tolist()
@@ -106,10 +106,6 @@ class ViTSupernet(ViTHead, nn.Module):
                                "num_classes": self.num_classes}
         init_vit_weights(self)
         self.set_arch(space.largest())
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"pos_embed", "cls_token", "*.rel_pos_k", "*.rel_pos_v"}
 
     @property
     def arch(self) -> Arch:
@@ -132,9 +128,7 @@ class ViTSupernet(ViTHead, nn.Module):
     def _embeddings(self) -> tuple[Tensor, Tensor]:
         """The class token and position embedding of the active embed dim (whole when it is E)."""
         d = self._dim
-        if d == self.space.super_embed_dim:
-            return self.cls_token, self.pos_embed
-        return self.cls_token[..., :d], self.pos_embed[..., :d]
+        return leading(self.cls_token, 1, 1, d), leading(self.pos_embed, 1, self.pos_embed.shape[1], d)
 
     def forward_features(self, x: Tensor) -> Tensor:
         cls, pos = self._embeddings()
@@ -145,9 +139,6 @@ class ViTSupernet(ViTHead, nn.Module):
         for blk in islice(self.blocks, self._depth):
             x = blk(x, grid)
         return self.norm(x)
-
-    def get_classifier(self) -> nn.Module:
-        return self.head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new super-width classifier. The analytic cost counts `space.num_classes`, so prefer a
