@@ -162,9 +162,8 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     if not result.records:
         raise CreamError("the search evaluated no arch: no arch of the space meets the limits "
                          f"params {windows.get('params')} / macs {windows.get('macs')}")
-    top = result.top(s.test_top_k)
-    for rec in top:
-        rec["test_top1"] = scorer.score(rec["arch"], scorer.test)
+    # copies: the test accuracy belongs to the "top" list only, not to search.json's records and best
+    top = [{**rec, "test_top1": scorer.score(rec["arch"], scorer.test)} for rec in result.top(s.test_top_k)]
     best = result.best
     arch_doc = {"arch": best["arch"], "space": cfg.space, "score": best["score"], "cost": best["cost"],
                 "test_top1": top[0]["test_top1"] if top else None}
