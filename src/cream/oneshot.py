@@ -24,7 +24,7 @@ from cream.errors import ConfigError, CreamError
 from cream.registry import build_supernet, get_space
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
-from cream.search import BoardSearch, cost_window, search
+from cream.search import cost_window, search
 from cream.spaces.base import Arch, Space
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
@@ -150,15 +150,11 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     if s.macs_min or s.macs_max:
         windows["macs"] = (s.macs_min * 1e6, s.macs_max * 1e6 if s.macs_max else math.inf)
     feasible = cost_window(space, **windows) if windows else None
-    common = {"feasible": feasible, "budget": s.budget, "seed": s.seed, "state_path": run.file("search_state.json")}
+    common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
+                              "state_path": run.file("search_state.json")}
     if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
-        try:
-            searcher = BoardSearch(space, scorer, board=read_board(supernet_run), **common, **s.kwargs)
-        except TypeError as e:
-            raise ConfigError(f"config key 'search.kwargs' = {s.kwargs!r} does not fit method 'board': {e}") from None
-        result = searcher.run(resume=resume)
-    else:
-        result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
+        common["board"] = read_board(supernet_run)
+    result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
     if not result.records:
         raise CreamError("the search evaluated no arch: no arch of the space meets the limits "
                          f"params {windows.get('params')} / macs {windows.get('macs')}")
