@@ -120,7 +120,7 @@ class InheritedScorer:
         if self.recal_images:
             from cream.search.bn_recal import recalibrate_bn
 
-            recalibrate_bn(self.net, self.recal_loader, self.recal_images, arch=arch)
+            recalibrate_bn(self.net, self.recal_loader, self.recal_images)
         return self.net
 
     def __call__(self, arch: Arch) -> float:
@@ -131,19 +131,27 @@ class InheritedScorer:
         return evaluate(model, dataset, batch_size=self.cfg.data.eval_batch_size, device=self.device)["top1"]
 
 
+def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Splits]:
+    """The data of `cfg` (seeded with `search.seed`) and a scorer over the supernet trained in `supernet_run`.
+
+    Shared by `cream search` and `cream rank --supernet`, so both score an arch the same way.
+    """
+    seed_everything(cfg.search.seed, threads=cfg.train.threads)
+    splits = build_splits(cfg.data)
+    net = load_supernet(cfg, supernet_run, splits.num_classes)
+    return InheritedScorer(net, splits, cfg, pick_device(cfg.train.device)), splits
+
+
 def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Search `cfg.space` with the supernet of `supernet_run`; write arch.json, search.json and search.png."""
     from cream.report.plots import plot_pareto
 
     start = time.perf_counter()
     s = cfg.search
-    seed_everything(s.seed, threads=cfg.train.threads)
-    splits = build_splits(cfg.data)
-    net = load_supernet(cfg, supernet_run, splits.num_classes)
-    space = net.space
+    scorer, splits = load_scorer(cfg, supernet_run)
+    space = scorer.net.space
     if not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
-    scorer = InheritedScorer(net, splits, cfg, pick_device(cfg.train.device))
     windows = {}
     if s.params_min or s.params_max:
         windows["params"] = (s.params_min * 1e6, s.params_max * 1e6 if s.params_max else math.inf)
