@@ -40,8 +40,12 @@ def test_supernet_search_retrain_export(supernet_run, tmp_path, capsys):
     search = tmp_path / "search"
     assert main(["search", "--supernet", str(supernet_run), "--out", str(search), "--json", *SEARCH]) == 0
     found = json.loads((search / "arch.json").read_text())
-    records = json.loads((search / "search.json").read_text())["records"]
+    search_doc = json.loads((search / "search.json").read_text())
+    records = search_doc["records"]
     assert len(records) == 8 and (search / "search.png").is_file()
+    assert not any("test_top1" in r for r in [*records, search_doc["best"]])
+    assert len(search_doc["top"]) == 2 and all("test_top1" in r for r in search_doc["top"])
+    assert search_doc["top"][0]["test_top1"] == found["test_top1"]
     assert all(r["cost"]["params"] <= 12_000 for r in records)
     assert found["score"] == max(r["score"] for r in records)
     assert 0.0 <= found["test_top1"] <= 1.0

@@ -9,7 +9,6 @@ works with `cream search --supernet` and `cream export` like a trained one.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +21,7 @@ from cream.config import RunConfig, to_dict, with_overrides
 from cream.errors import CheckpointError, ConfigError
 from cream.oneshot import SUPERNET_WEIGHTS, new_supernet, resolve_space
 from cream.run_dir import RunDir
-from cream.weights import save_weights
+from cream.weights import read_checkpoint, save_weights
 
 # Original name (regex) -> ours. Names not listed (cls_token, pos_embed, attn.qkv, attn.proj,
 # norm, head) are the same on both sides.
@@ -36,25 +35,6 @@ _RENAMES = (
 _REL_POS = re.compile(r"^(blocks\.\d+\.attn)\.rel_pos_embed_([kv])\.embeddings_table_([vh])$")
 _SAME = re.compile(r"^(cls_token|pos_embed|norm\.(weight|bias)|head\.(weight|bias)|"
                    r"blocks\.\d+\.attn\.(qkv|proj)\.(weight|bias))$")
-
-
-def read_checkpoint(path: Path) -> dict[str, Tensor]:
-    """The state dict of a torch checkpoint (its "model" entry if it has one), loaded with weights_only.
-
-    The original training script also pickles its argparse namespace, which is allowed as data.
-    """
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint '{path}' does not exist")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any decoding failure means an unreadable file
-        raise CheckpointError(f"checkpoint '{path}' cannot be read: {str(e).splitlines()[0]}") from None
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, Mapping) or not all(isinstance(t, Tensor) for t in state.values()):
-        raise CheckpointError(f"checkpoint '{path}' holds no state dict (expected a dict of tensors, "
-                              "or one under the key 'model')")
-    return dict(state)
 
 
 def autoformer_state_dict(original: Mapping[str, Tensor]) -> dict[str, Tensor]:

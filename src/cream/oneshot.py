@@ -24,7 +24,7 @@ from cream.errors import ConfigError, CreamError
 from cream.registry import build_supernet, get_space
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
-from cream.search import BoardSearch, cost_window, search
+from cream.search import cost_window, search
 from cream.spaces.base import Arch, Space
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
@@ -120,7 +120,7 @@ class InheritedScorer:
         if self.recal_images:
             from cream.search.bn_recal import recalibrate_bn
 
-            recalibrate_bn(self.net, self.recal_loader, self.recal_images, arch=arch)
+            recalibrate_bn(self.net, self.recal_loader, self.recal_images)
         return self.net
 
     def __call__(self, arch: Arch) -> float:
@@ -131,40 +131,43 @@ class InheritedScorer:
         return evaluate(model, dataset, batch_size=self.cfg.data.eval_batch_size, device=self.device)["top1"]
 
 
+def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Splits]:
+    """The data of `cfg` (seeded with `search.seed`) and a scorer over the supernet trained in `supernet_run`.
+
+    Shared by `cream search` and `cream rank --supernet`, so both score an arch the same way.
+    """
+    seed_everything(cfg.search.seed, threads=cfg.train.threads)
+    splits = build_splits(cfg.data)
+    net = load_supernet(cfg, supernet_run, splits.num_classes)
+    return InheritedScorer(net, splits, cfg, pick_device(cfg.train.device)), splits
+
+
 def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Search `cfg.space` with the supernet of `supernet_run`; write arch.json, search.json and search.png."""
     from cream.report.plots import plot_pareto
 
     start = time.perf_counter()
     s = cfg.search
-    seed_everything(s.seed, threads=cfg.train.threads)
-    splits = build_splits(cfg.data)
-    net = load_supernet(cfg, supernet_run, splits.num_classes)
-    space = net.space
+    scorer, splits = load_scorer(cfg, supernet_run)
+    space = scorer.net.space
     if not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
-    scorer = InheritedScorer(net, splits, cfg, pick_device(cfg.train.device))
     windows = {}
     if s.params_min or s.params_max:
         windows["params"] = (s.params_min * 1e6, s.params_max * 1e6 if s.params_max else math.inf)
     if s.macs_min or s.macs_max:
         windows["macs"] = (s.macs_min * 1e6, s.macs_max * 1e6 if s.macs_max else math.inf)
     feasible = cost_window(space, **windows) if windows else None
-    common = {"feasible": feasible, "budget": s.budget, "seed": s.seed, "state_path": run.file("search_state.json")}
+    common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
+                              "state_path": run.file("search_state.json")}
     if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
-        try:
-            searcher = BoardSearch(space, scorer, board=read_board(supernet_run), **common, **s.kwargs)
-        except TypeError as e:
-            raise ConfigError(f"config key 'search.kwargs' = {s.kwargs!r} does not fit method 'board': {e}") from None
-        result = searcher.run(resume=resume)
-    else:
-        result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
+        common["board"] = read_board(supernet_run)
+    result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
     if not result.records:
         raise CreamError("the search evaluated no arch: no arch of the space meets the limits "
                          f"params {windows.get('params')} / macs {windows.get('macs')}")
-    top = result.top(s.test_top_k)
-    for rec in top:
-        rec["test_top1"] = scorer.score(rec["arch"], scorer.test)
+    # copies: the test accuracy belongs to the "top" list only, not to search.json's records and best
+    top = [{**rec, "test_top1": scorer.score(rec["arch"], scorer.test)} for rec in result.top(s.test_top_k)]
     best = result.best
     arch_doc = {"arch": best["arch"], "space": cfg.space, "score": best["score"], "cost": best["cost"],
                 "test_top1": top[0]["test_top1"] if top else None}

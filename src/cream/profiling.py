@@ -25,17 +25,16 @@ def profile(model_or_arch: Any, input_size: tuple[int, int, int] | None = None, 
 
         sp = get_space(space)
         return sp.cost(sp.validate(model_or_arch))
+    reported: dict[str, int] = {}
     if isinstance(model_or_arch, str):
-        model = create_model(model_or_arch)
-        if input_size is None:
-            input_size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
-            return {**measure(model, input_size), **reported_cost(model_or_arch)}
-        return measure(model, input_size)
+        name, model_or_arch = model_or_arch, create_model(model_or_arch)
+        if input_size is None:  # the paper's own counts hold at the model's default size only
+            reported = reported_cost(name)
     if isinstance(model_or_arch, nn.Module):
         if input_size is None:
             cfg = getattr(model_or_arch, "pretrained_cfg", None) or {}
             input_size = tuple(cfg.get("input_size", (3, 224, 224)))
-        return measure(model_or_arch, input_size)
+        return {**measure(model_or_arch, input_size), **reported}
     raise ConfigError(f"cannot profile a {type(model_or_arch).__name__}; give a model, a timm name or an arch")
 
 

@@ -51,7 +51,7 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> None:
         if self.write:
-            _atomic_write(self.path / name, text)
+            atomic_write_text(self.path / name, text)
 
     def write_json(self, name: str, obj: Any) -> None:
         self.write_text(name, json.dumps(obj, indent=2, sort_keys=False) + "\n")
@@ -72,7 +72,7 @@ class RunDir:
             return
         keep = [line for line in path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        _atomic_write(path, "".join(line + "\n" for line in keep))
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -81,7 +81,8 @@ class RunDir:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file and a rename, so a kill never leaves half a file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -98,10 +98,6 @@ class NB201Table:
         return float(self.column(column)[self.index(arch)])
 
 
-def load_table(path: str | Path) -> NB201Table:
-    return NB201Table(path)
-
-
 def run_bench(
     table: NB201Table | str | Path,
     strategy: str,

@@ -51,13 +51,11 @@ def rank_supernet_run(supernet_run: str | Path, table: NB201Table, sample: int =
                       bn_recal_images: int = 1024, eval_images: int = 0) -> dict[str, Any]:
     """`rank_scores` of a `cream supernet` run: top-1 (%) with inherited weights on the run's held-out split.
 
-    Each cell is scored exactly as `cream search` scores it (`cream.oneshot.InheritedScorer`), with
+    Each cell is scored exactly as `cream search` scores it (`cream.oneshot.load_scorer`), with
     its BN statistics recalibrated on `bn_recal_images` training images (0 = the supernet's own).
     """
     from cream.config import RunConfig, load_config
-    from cream.data import build_splits
-    from cream.oneshot import InheritedScorer, load_supernet
-    from cream.train.engine import pick_device, seed_everything
+    from cream.oneshot import load_scorer
 
     run = Path(supernet_run)
     if not (run / "config.yaml").is_file():
@@ -65,13 +63,11 @@ def rank_supernet_run(supernet_run: str | Path, table: NB201Table, sample: int =
     cfg = load_config(RunConfig, run / "config.yaml",
                       [f"search.bn_recal_images={bn_recal_images}", f"search.eval_images={eval_images}",
                        f"search.seed={seed}"])
-    seed_everything(seed, threads=cfg.train.threads)
-    splits = build_splits(cfg.data)
-    net = load_supernet(cfg, run, splits.num_classes)
-    if not isinstance(net.space, NB201Space):
-        raise ConfigError(f"run '{run}' trained a supernet of space '{net.space.name}'; ranking against the "
+    scorer, _ = load_scorer(cfg, run)
+    space = scorer.net.space
+    if not isinstance(space, NB201Space):
+        raise ConfigError(f"run '{run}' trained a supernet of space '{space.name}'; ranking against the "
                           "NAS-Bench-201 table needs an nb201 supernet")
-    scorer = InheritedScorer(net, splits, cfg, pick_device(cfg.train.device))
     result = rank_scores(lambda arch: 100.0 * scorer(arch), table, sample, seed)
     result["rank"].update({"supernet": str(run), "bn_recal_images": bn_recal_images,
                            "eval_images": len(scorer.val)})

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from cream.commands import add_run_options, load_run_config, print_summary
-from cream.spaces.base import load_arch
+from cream.spaces.base import read_arch_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,8 +29,8 @@ def main(args: argparse.Namespace) -> int:
 
 def arch_base(path: str) -> dict:
     """Config entries from an arch file: the arch, and the space it names (a search's arch.json does)."""
-    base: dict = {"arch": load_arch(path)}
-    doc = json.loads(Path(path).read_text())
+    arch, doc = read_arch_file(path)
+    base: dict = {"arch": arch}
     if isinstance(doc, dict) and isinstance(doc.get("space"), dict):
         base["space"] = doc["space"]
     return base

@@ -17,19 +17,21 @@ from cream.search.evolution import EvolutionSearch
 from cream.search.random import RandomSearch
 from cream.search.regularized import RegularizedEvolution
 
+# The strategies that explore a space (`cream bench` simulates these); "board" also needs a given board.
 STRATEGIES: dict[str, type[Search]] = {
     "random": RandomSearch,
     "regularized": RegularizedEvolution,
     "evolution": EvolutionSearch,
 }
+_ALL: dict[str, type[Search]] = {**STRATEGIES, "board": BoardSearch}
 
 
 def make_search(strategy: str, space: Any, score: Any, **kwargs: Any) -> Search:
-    """The search object of a named strategy (keyword arguments as in its class)."""
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"search strategy {strategy!r} is unknown; choose one of {sorted(STRATEGIES)}")
+    """The search object of a named strategy (keyword arguments as in its class; "board" needs `board=`)."""
+    if strategy not in _ALL:
+        raise ConfigError(f"search strategy {strategy!r} is unknown; choose one of {sorted(_ALL)}")
     try:
-        return STRATEGIES[strategy](space, score, **kwargs)
+        return _ALL[strategy](space, score, **kwargs)
     except TypeError as e:
         raise ConfigError(f"search strategy {strategy!r}: {e}") from None
 

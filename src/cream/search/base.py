@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cream.errors import CheckpointError, ConfigError
+from cream.run_dir import atomic_write_text
 from cream.spaces.base import Arch, Space, arch_key
 
 Score = Callable[[Arch], float]
@@ -154,12 +155,10 @@ class Search:
         pass
 
     def save(self) -> None:
-        """Write the state file atomically (temp file + rename), so a kill never leaves half a file."""
+        """Write the state file atomically, so a kill never leaves half a file."""
         assert self.state_path is not None
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
-        tmp.write_text(json.dumps(self.state_dict()))
-        os.replace(tmp, self.state_path)
+        atomic_write_text(self.state_path, json.dumps(self.state_dict()))
 
     def load(self) -> None:
         assert self.state_path is not None

@@ -1,8 +1,9 @@
 """How well one score ranks archs compared to another (e.g. supernet accuracy vs. trained accuracy).
 
 `rank_stats(true, pred)` gives Kendall tau, Spearman rho (scipy) and precision@top-k;
-`compare_score_files` does the same between two files of arch -> score (the `cream rank`
-command); `stratified_sample` picks archs spread over the accuracy range of a table column.
+`compare_score_files` does the same between two files of arch -> score (`paired_scores` pairs
+them; `cream rank --scores --truth` calls it and `rank_stats` itself, as it also plots the pairs);
+`stratified_sample` picks archs spread over the accuracy range of a table column.
 """
 
 from __future__ import annotations

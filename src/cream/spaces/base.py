@@ -64,8 +64,11 @@ def check_keys(arch: Any, required: Sequence[str], where: str = "arch") -> None:
         )
 
 
-def load_arch(path: str) -> Arch:
-    """Read an arch JSON file (either the arch itself or a file with an "arch" entry)."""
+def read_arch_file(path: str) -> tuple[Arch, Any]:
+    """The arch of an arch JSON file (the arch itself or a file with an "arch" entry), and the whole document.
+
+    The document carries what else a search's arch.json records (e.g. the space it names).
+    """
     try:
         with open(path) as f:
             data = json.load(f)
@@ -74,5 +77,10 @@ def load_arch(path: str) -> Arch:
     except json.JSONDecodeError as e:
         raise ArchError(f"arch file '{path}' is not valid JSON: {e}") from None
     if isinstance(data, dict) and "arch" in data and isinstance(data["arch"], dict):
-        return data["arch"]
-    return data
+        return data["arch"], data
+    return data, data
+
+
+def load_arch(path: str) -> Arch:
+    """Read an arch JSON file (either the arch itself or a file with an "arch" entry)."""
+    return read_arch_file(path)[0]
