@@ -53,6 +53,25 @@ def test_imagefolder_dir_and_tar_agree(tmp_path):
     assert torch.allclose(uncached.test[4][0], a.test[4][0])
 
 
+@pytest.mark.parametrize("held_out", ["test", "val"])
+def test_imagefolder_labels_follow_train_classes(tmp_path, held_out):
+    root = _tree(tmp_path / "tree", sizes=(("train", 6),))
+    _tree(root, sizes=((held_out, 2),), classes=("a", "c"))  # class b missing from the held-out split
+    common = dict(name="imagefolder", image_size=12, val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
+    cached = build_splits(DataConfig(root=str(root), **common))
+    uncached = build_splits(DataConfig(root=str(root), cache=False, **common))
+    assert cached.num_classes == uncached.num_classes == 3
+    assert list(cached.test.targets) == [0, 0, 2, 2]
+    assert [y for _, y in uncached.test.samples] == [0, 0, 2, 2]
+    assert [y for _, y in uncached.train.samples] == [0] * 6 + [1] * 6 + [2] * 6
+
+    extra = _tree(tmp_path / "extra", sizes=(("train", 6),), classes=("a", "b"))
+    _tree(extra, sizes=((held_out, 2),), classes=("a", "d"))  # a class train does not have
+    for cache in (True, False):
+        with pytest.raises(DataError, match=f"'{held_out}/d'.*not a class of train"):
+            build_splits(DataConfig(root=str(extra), **{**common, "cache": cache}))
+
+
 def test_imagefolder_errors(tmp_path):
     common = dict(name="imagefolder", cache_dir=str(tmp_path / "cache"))
     with pytest.raises(DataError, match="does not exist"):
