@@ -19,9 +19,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from cream.errors import ConfigError
+from cream.search.bn_recal import bn_layers
 from cream.spaces.base import Arch, Space, arch_key
 from cream.spaces.mobilenet import MobileNetSpace
 from cream.train.uniform import Uniform
@@ -104,7 +104,7 @@ class MatchingNetwork(nn.Module):
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     """Train-mode BN normalises with batch statistics but leaves its running statistics alone."""
-    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    layers = bn_layers(model)
     for m in layers:
         m.track_running_stats = False
     try:
