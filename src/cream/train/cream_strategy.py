@@ -183,18 +183,18 @@ class Cream(Uniform):
         if not isinstance(space, MobileNetSpace):
             raise ConfigError(f"strategy 'cream' needs a MobileNet-style space (family mobilenet, preset cream); "
                               f"'{space.name}' is not one")
-        super().__init__(space, seed, **({} if probs is None else {"probs": probs}))
-        _check("board_size", board_size, isinstance(board_size, int) and board_size >= 1, "an integer >= 1")
-        _check("board_images", board_images, isinstance(board_images, int) and board_images >= 1, "an integer >= 1")
-        _check("meta_start_epoch", meta_start_epoch, isinstance(meta_start_epoch, int) and meta_start_epoch >= -1,
+        super().__init__(space, seed, probs=probs)
+        _check("board_size", board_size, _is_int(board_size) and board_size >= 1, "an integer >= 1")
+        _check("board_images", board_images, _is_int(board_images) and board_images >= 1, "an integer >= 1")
+        _check("meta_start_epoch", meta_start_epoch, _is_int(meta_start_epoch) and meta_start_epoch >= -1,
                "an integer >= -1 (-1: from the first epoch)")
-        _check("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1")
+        _check("update_every", update_every, _is_int(update_every) and update_every >= 1, "an integer >= 1")
         _check("score", score, score in SCORES, f"one of {list(SCORES)}")
         _check("tie_break", tie_break, tie_break in TIE_BREAKS, f"one of {list(TIE_BREAKS)}")
         _check("pick", pick, pick in PICKS, f"one of {list(PICKS)}")
         for key, value in (("acc_gap", acc_gap), ("macs_min", macs_min), ("macs_max", macs_max),
                            ("meta_lr", meta_lr), ("meta_momentum", meta_momentum)):
-            _check(key, value, isinstance(value, (int, float)) and value >= 0, "a number >= 0")
+            _check(key, value, _is_number(value) and value >= 0, "a number >= 0")
         self.board = PathBoard(board_size, float(acc_gap), tie_break, bool(dedup))
         self.board_images, self.meta_start_epoch, self.update_every = board_images, meta_start_epoch, update_every
         self.score, self.pick, self.meta_lr, self.meta_momentum = score, pick, float(meta_lr), float(meta_momentum)
@@ -353,6 +353,15 @@ class Cream(Uniform):
         self.meta_updates = state["meta_updates"]
 
 
+def _is_int(value: Any) -> bool:
+    """An int but not a bool (YAML's `true` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok or isinstance(value, bool) and allowed.startswith(("an integer", "a number")):
+    if not ok:
         raise ConfigError(f"config key 'strategy.kwargs.{key}' = {value!r} is not allowed; use {allowed}")
