@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from cream.errors import ConfigError
 from cream.search.bn_recal import bn_layers
 from cream.spaces.base import Arch, Space, arch_key
 from cream.spaces.mobilenet import MobileNetSpace
+from cream.train.distributed import from_rank0, mean_over_ranks
 from cream.train.uniform import Uniform
 
 SCORES = ("top1", "neg_loss")
@@ -140,25 +140,6 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
     return -(target_probs * logits.float().log_softmax(-1)).sum(-1).mean()
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    if _distributed():
-        t = t.clone()
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t
-
-
-def _from_rank0(t: torch.Tensor) -> torch.Tensor:
-    if _distributed():
-        t = t.contiguous()
-        dist.broadcast(t, src=0)
-    return t
-
-
 class Cream(Uniform):
     """Cream's supernet training: prioritized paths, meta-matching, distillation (spec §5).
 
@@ -247,12 +228,12 @@ class Cream(Uniform):
                 value = (out.argmax(-1) == hard).float().mean() * 100
             else:
                 value = -ce.detach().float()
-            score = float(_mean_over_ranks(value))
+            score = float(mean_over_ranks(value, self.engine.dist))
             if not self.board.accepts(arch, score, macs):
                 return False
             n = self.board_images
-            stored = _from_rank0(images[:n].detach().float().contiguous().clone())
-            probs = _from_rank0(out[:n].detach().float().softmax(-1))
+            stored = from_rank0(images[:n].detach().float().contiguous().clone(), self.engine.dist)
+            probs = from_rank0(out[:n].detach().float().softmax(-1), self.engine.dist)
         self.board.add(BoardEntry(arch, score, macs, stored, probs))
         return True
 
@@ -267,7 +248,7 @@ class Cream(Uniform):
 
     def _teacher_of(self, scores: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The best-scoring entry (first on ties; rank 0 decides) and the score that sets the weight."""
-        index = int(_from_rank0(torch.argmax(scores.detach()).reshape(1))[0])
+        index = int(from_rank0(torch.argmax(scores.detach()).reshape(1), self.engine.dist)[0])
         return index, scores[-1] if self.legacy_weight else scores[index]
 
     def select_teacher(self, arch: Arch) -> tuple[BoardEntry, float]:
@@ -276,7 +257,7 @@ class Cream(Uniform):
             return self.board.entries[0], 0.5
         with torch.no_grad():
             index, s = self._teacher_of(self.match_scores(arch))
-            weight = _from_rank0(torch.sigmoid(-s).reshape(1).double())
+            weight = from_rank0(torch.sigmoid(-s).reshape(1).double(), self.engine.dist)
         return self.board.entries[index], float(weight[0])
 
     # --- meta update -------------------------------------------------------------------------
@@ -308,7 +289,7 @@ class Cream(Uniform):
             else:
                 hyper = torch.autograd.grad(val_loss, meta_params, allow_unused=True)
         for p, h in zip(meta_params, hyper, strict=True):
-            p.grad = _mean_over_ranks(torch.zeros_like(p) if h is None else h.detach())
+            p.grad = mean_over_ranks(torch.zeros_like(p) if h is None else h.detach(), e.dist)
         nn.utils.clip_grad_norm_(meta_params, 1.0)
         for group in self.meta_optimizer.param_groups:
             group["lr"] = meta_lr
