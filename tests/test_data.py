@@ -109,8 +109,8 @@ def test_cifar_pickle_folder(tmp_path):
 
 
 def test_sharded_sampler_matches_one_process_and_resumes():
-    one = ShardedBatchSampler(50, 8, shuffle=True, seed=3)
-    ranks = [ShardedBatchSampler(50, 4, shuffle=True, seed=3, rank=r, world=2) for r in range(2)]
+    one = ShardedBatchSampler(50, 8, seed=3)
+    ranks = [ShardedBatchSampler(50, 4, seed=3, rank=r, world=2) for r in range(2)]
     for s in [one, *ranks]:
         s.set_epoch(2)
     for b1, b_r0, b_r1 in zip(one, ranks[0], ranks[1], strict=True):

@@ -63,8 +63,3 @@ def from_rank0(t: torch.Tensor, d: Dist) -> torch.Tensor:
         t = t.contiguous()
         dist.broadcast(t, src=0)
     return t
-
-
-def barrier(d: Dist) -> None:
-    if d.enabled:
-        dist.barrier()
