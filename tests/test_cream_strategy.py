@@ -85,6 +85,9 @@ def test_uniform_with_probs_is_deterministic_per_step_and_spaces_without_probs_r
         make_strategy(StrategyConfig("cream", {}), get_space("nb201"), 0)
     with pytest.raises(ConfigError, match=r"strategy.kwargs.pick' = 'best' is not allowed"):
         make_strategy(StrategyConfig("cream", {"pick": "best"}), space, 0)
+    for key in ("board_size", "meta_lr"):  # YAML's true is not a number here
+        with pytest.raises(ConfigError, match=rf"strategy.kwargs.{key}' = True is not allowed"):
+            make_strategy(StrategyConfig("cream", {key: True}), space, 0)
 
 
 # --- board -------------------------------------------------------------------------------------

@@ -53,6 +53,25 @@ def test_imagefolder_dir_and_tar_agree(tmp_path):
     assert torch.allclose(uncached.test[4][0], a.test[4][0])
 
 
+@pytest.mark.parametrize("held_out", ["test", "val"])
+def test_imagefolder_labels_follow_train_classes(tmp_path, held_out):
+    root = _tree(tmp_path / "tree", sizes=(("train", 6),))
+    _tree(root, sizes=((held_out, 2),), classes=("a", "c"))  # class b missing from the held-out split
+    common = dict(name="imagefolder", image_size=12, val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
+    cached = build_splits(DataConfig(root=str(root), **common))
+    uncached = build_splits(DataConfig(root=str(root), cache=False, **common))
+    assert cached.num_classes == uncached.num_classes == 3
+    assert list(cached.test.targets) == [0, 0, 2, 2]
+    assert [y for _, y in uncached.test.samples] == [0, 0, 2, 2]
+    assert [y for _, y in uncached.train.samples] == [0] * 6 + [1] * 6 + [2] * 6
+
+    extra = _tree(tmp_path / "extra", sizes=(("train", 6),), classes=("a", "b"))
+    _tree(extra, sizes=((held_out, 2),), classes=("a", "d"))  # a class train does not have
+    for cache in (True, False):
+        with pytest.raises(DataError, match=f"'{held_out}/d'.*not a class of train"):
+            build_splits(DataConfig(root=str(extra), **{**common, "cache": cache}))
+
+
 def test_imagefolder_errors(tmp_path):
     common = dict(name="imagefolder", cache_dir=str(tmp_path / "cache"))
     with pytest.raises(DataError, match="does not exist"):
@@ -90,8 +109,8 @@ def test_cifar_pickle_folder(tmp_path):
 
 
 def test_sharded_sampler_matches_one_process_and_resumes():
-    one = ShardedBatchSampler(50, 8, shuffle=True, seed=3)
-    ranks = [ShardedBatchSampler(50, 4, shuffle=True, seed=3, rank=r, world=2) for r in range(2)]
+    one = ShardedBatchSampler(50, 8, seed=3)
+    ranks = [ShardedBatchSampler(50, 4, seed=3, rank=r, world=2) for r in range(2)]
     for s in [one, *ranks]:
         s.set_epoch(2)
     for b1, b_r0, b_r1 in zip(one, ranks[0], ranks[1], strict=True):

@@ -26,8 +26,15 @@ def _last_json(capsys) -> dict:
 
 @pytest.fixture(scope="module")
 def supernet_run(tmp_path_factory):
+    from cream.train.engine import Engine
+
     out = tmp_path_factory.mktemp("oneshot") / "supernet"
-    assert main(["supernet", "--out", str(out), "--json", *COMMON, "--set", "train.epochs=2"]) == 0
+    calls = []
+    real = Engine.evaluate_archs
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Engine, "evaluate_archs", lambda self, ds: calls.append(self.step) or real(self, ds))
+        assert main(["supernet", "--out", str(out), "--json", *COMMON, "--set", "train.epochs=2"]) == 0
+    assert len(calls) == 2  # once per epoch; the summary reuses the last epoch's validation
     return out
 
 
@@ -35,6 +42,9 @@ def test_supernet_search_retrain_export(supernet_run, tmp_path, capsys):
     capsys.readouterr()
     summary = json.loads((supernet_run / "summary.json").read_text())
     assert {"val_top1_smallest", "val_top1_largest"} <= set(summary)
+    records = [json.loads(line) for line in (supernet_run / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if "val_smallest_top1" in r][-1]
+    assert all(summary[f"val_top1_{n}"] == last[f"val_{n}_top1"] for n in ("smallest", "largest"))
     assert (supernet_run / "supernet.safetensors").is_file()
 
     search = tmp_path / "search"

@@ -76,7 +76,11 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
     summary: dict[str, Any] = {"space": space.name, "strategy": cfg.strategy.name, "steps": fit["steps"]}
     held_out = splits.val if splits.val is not None else splits.test
     split_name = "val" if splits.val is not None else "test"
-    for name, res in engine.evaluate_archs(held_out).items():
+    if splits.val is not None and engine.last_eval is not None and engine.last_eval[0] == engine.step:
+        results = engine.last_eval[1]  # the engine's end-of-training validation, on the same weights
+    else:
+        results = engine.evaluate_archs(held_out)
+    for name, res in results.items():
         summary[f"{split_name}_top1_{name}"] = res["top1"]
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if engine.dist.is_main:

@@ -95,11 +95,15 @@ def image_tree(root: str, on_corrupt: str) -> dict[str, ImageArrays]:
     """Decode an ImageFolder tree (a folder or a .tar/.tar.gz of one) into arrays per split.
 
     The tree has `train/<class>/*` and `val/<class>/*` or `test/<class>/*`, all images of one
-    size. Class indices follow sorted folder names (as torchvision's ImageFolder).
+    size. Class indices follow train's sorted class folder names (as torchvision's ImageFolder);
+    another split may lack some of them but not add one.
     """
     files = _list_tree(root)
     splits: dict[str, ImageArrays] = {}
-    classes = sorted({c for (split, c) in files})
+    # Labels follow train's classes, as on the uncached path; without train/, build_splits reports that.
+    classes = sorted(c for (split, c) in files if split == "train") or sorted({c for (_, c) in files})
+    for split, cls in files:
+        _check_train_class(root, split, cls, classes)
     bad = 0
     for split in sorted({s for (s, _) in files}):
         images, labels = [], []
@@ -128,21 +132,43 @@ def image_tree(root: str, on_corrupt: str) -> dict[str, ImageArrays]:
     return splits
 
 
-def list_folder_samples(root: str, split: str) -> tuple[list[tuple[str, int]], list[str]]:
-    """(path, label) pairs of one split of an ImageFolder directory, for datasets too big to cache."""
+def list_folder_samples(root: str, split: str,
+                        classes: list[str] | None = None) -> tuple[list[tuple[str, int]], list[str]]:
+    """(path, label) pairs of one split of an ImageFolder directory, for datasets too big to cache.
+
+    Labels index `classes` (train's, so that a split lacking some of them is numbered alike);
+    None numbers this split's own sorted class folders.
+    """
     base = Path(root) / split
     if not base.is_dir():
         raise DataError(f"split folder '{base}' does not exist; expected {root}/<train|val|test>/<class>/")
-    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
-    if not classes:
+    found = _class_files(base)
+    if not found:
         raise DataError(f"split folder '{base}' has no class folders")
+    classes = list(found) if classes is None else classes
     samples = []
-    for ci, cls in enumerate(classes):
-        found = [p for p in sorted((base / cls).iterdir()) if p.suffix.lower() in IMAGE_EXTS]
-        if not found:
-            raise DataError(f"class folder '{base / cls}' holds no images ({', '.join(IMAGE_EXTS)})")
-        samples += [(str(p), ci) for p in found]
+    for cls, paths in found.items():
+        _check_train_class(root, split, cls, classes)
+        samples += [(str(p), classes.index(cls)) for p in paths]
     return samples, classes
+
+
+def _class_files(split_dir: Path) -> dict[str, list[Path]]:
+    """{class folder name: its image files}, both sorted, of one split folder."""
+    out = {}
+    for cdir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        imgs = [p for p in sorted(cdir.iterdir()) if p.suffix.lower() in IMAGE_EXTS]
+        if not imgs:
+            raise DataError(f"class folder '{cdir}' holds no images ({', '.join(IMAGE_EXTS)})")
+        out[cdir.name] = imgs
+    return out
+
+
+def _check_train_class(root: str, split: str, cls: str, classes: list[str]) -> None:
+    if cls not in classes:
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise DataError(f"class folder '{split}/{cls}' of '{root}' is not a class of train/; {split}/ may hold "
+                        f"only train/'s {len(classes)} class folders ({shown})")
 
 
 def _list_tree(root: str) -> dict[tuple[str, str], list]:
@@ -151,12 +177,8 @@ def _list_tree(root: str) -> dict[tuple[str, str], list]:
     out: dict[tuple[str, str], list] = {}
     if path.is_dir():
         for split_dir in sorted(p for p in path.iterdir() if p.is_dir()):
-            class_dirs = sorted(p for p in split_dir.iterdir() if p.is_dir())
-            for cdir in class_dirs:
-                imgs = [p for p in sorted(cdir.iterdir()) if p.suffix.lower() in IMAGE_EXTS]
-                if not imgs:
-                    raise DataError(f"class folder '{cdir}' holds no images ({', '.join(IMAGE_EXTS)})")
-                out[(split_dir.name, cdir.name)] = [(str(p), p.read_bytes) for p in imgs]
+            for cls, imgs in _class_files(split_dir).items():
+                out[(split_dir.name, cls)] = [(str(p), p.read_bytes) for p in imgs]
     elif path.is_file() and tarfile.is_tarfile(path):
         with tarfile.open(path) as tar:
             for m in tar:
@@ -166,9 +188,7 @@ def _list_tree(root: str) -> dict[tuple[str, str], list]:
                     out.setdefault((parts[-3], parts[-2]), []).append((f"{path}:{m.name}", _const(data)))
         for v in out.values():
             v.sort(key=lambda item: item[0])
-    elif not path.exists():
-        raise DataError(f"data folder '{root}' does not exist")
-    else:
+    else:  # build_splits has already reported a missing root
         raise DataError(f"data root '{root}' is neither a folder nor a tar archive of an ImageFolder tree")
     if not out:
         raise DataError(f"'{root}' holds no <split>/<class>/<image> files")

@@ -70,7 +70,7 @@ def _file_splits(cfg: DataConfig, train_tf, eval_tf) -> Splits:
     test_name = next((s for s in ("test", "val") if (Path(cfg.root) / s).is_dir()), None)
     if test_name is None:
         raise DataError(f"'{cfg.root}' has no test/ or val/ folder")
-    test_samples, _ = A.list_folder_samples(cfg.root, test_name)
+    test_samples, _ = A.list_folder_samples(cfg.root, test_name, classes)
     fit_idx, val_idx = _holdout(len(train_samples), cfg.val_fraction, cfg.split_seed)
     train = FileDataset([train_samples[i] for i in fit_idx], classes, train_tf, cfg.on_corrupt)
     val = FileDataset([train_samples[i] for i in val_idx], classes, eval_tf, cfg.on_corrupt) if len(val_idx) else None
@@ -90,7 +90,7 @@ def train_loader(ds: Dataset, batch_size: int, *, seed: int, rank: int = 0, worl
     if len(ds) < batch_size * world:
         raise DataError(f"the training split has {len(ds)} images, fewer than one global batch "
                         f"({batch_size} x {world} processes); lower data.batch_size")
-    sampler = ShardedBatchSampler(len(ds), batch_size, shuffle=True, seed=seed, rank=rank, world=world)
+    sampler = ShardedBatchSampler(len(ds), batch_size, seed=seed, rank=rank, world=world)
     return DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 

@@ -99,10 +99,6 @@ class FileDataset(SeededDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    @property
-    def targets(self) -> np.ndarray:
-        return np.asarray([y for _, y in self.samples], dtype=np.int64)
-
     def load(self, i: int) -> tuple[torch.Tensor, int]:
         for attempt in range(len(self.samples)):
             path, label = self.samples[(i + attempt) % len(self.samples)]

@@ -16,9 +16,8 @@ from torch.utils.data import Sampler
 
 
 class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world: int = 1) -> None:
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+    def __init__(self, n: int, batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world = rank, world
         self.epoch, self.start_batch = 0, 0
 
@@ -30,11 +29,8 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.n // (self.batch_size * self.world) - self.start_batch
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
         per_global = self.batch_size * self.world
         base = (self.seed * 1_000_003 + self.epoch) * 10_000_019
         for b in range(self.start_batch, self.start_batch + len(self)):

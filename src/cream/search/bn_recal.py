@@ -22,7 +22,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from cream.errors import ConfigError
 
 
-def _bn_layers(model: nn.Module) -> list[_BatchNorm]:
+def bn_layers(model: nn.Module) -> list[_BatchNorm]:
+    """The BN layers of `model` that keep running statistics."""
     return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
 
@@ -43,7 +44,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_images: int, ar
     if arch is not None:
         model.set_arch(arch)
     modes = {m: m.training for m in model.modules()}
-    momenta = {bn: bn.momentum for bn in _bn_layers(model)}
+    momenta = {bn: bn.momentum for bn in bn_layers(model)}
 
     def reset_on_first_use(bn: _BatchNorm, _args: Any) -> None:
         bn.reset_running_stats()
@@ -77,7 +78,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_images: int, ar
 def preserved_bn_stats(model: nn.Module) -> Iterator[None]:
     """Restore every BN layer's running statistics on exit (whatever happened inside)."""
     saved = [(bn, {k: v.clone() for k, v in bn._buffers.items() if v is not None})
-             for bn in _bn_layers(model)]
+             for bn in bn_layers(model)]
     try:
         yield
     finally:

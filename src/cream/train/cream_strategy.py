@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from cream.errors import ConfigError
+from cream.search.bn_recal import bn_layers
 from cream.spaces.base import Arch, Space, arch_key
 from cream.spaces.mobilenet import MobileNetSpace
+from cream.train.distributed import from_rank0, mean_over_ranks
 from cream.train.uniform import Uniform
 
 SCORES = ("top1", "neg_loss")
@@ -104,7 +104,7 @@ class MatchingNetwork(nn.Module):
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     """Train-mode BN normalises with batch statistics but leaves its running statistics alone."""
-    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+    layers = bn_layers(model)
     for m in layers:
         m.track_running_stats = False
     try:
@@ -140,25 +140,6 @@ def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torc
     return -(target_probs * logits.float().log_softmax(-1)).sum(-1).mean()
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    if _distributed():
-        t = t.clone()
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t
-
-
-def _from_rank0(t: torch.Tensor) -> torch.Tensor:
-    if _distributed():
-        t = t.contiguous()
-        dist.broadcast(t, src=0)
-    return t
-
-
 class Cream(Uniform):
     """Cream's supernet training: prioritized paths, meta-matching, distillation (spec §5).
 
@@ -183,18 +164,18 @@ class Cream(Uniform):
         if not isinstance(space, MobileNetSpace):
             raise ConfigError(f"strategy 'cream' needs a MobileNet-style space (family mobilenet, preset cream); "
                               f"'{space.name}' is not one")
-        super().__init__(space, seed, **({} if probs is None else {"probs": probs}))
-        _check("board_size", board_size, isinstance(board_size, int) and board_size >= 1, "an integer >= 1")
-        _check("board_images", board_images, isinstance(board_images, int) and board_images >= 1, "an integer >= 1")
-        _check("meta_start_epoch", meta_start_epoch, isinstance(meta_start_epoch, int) and meta_start_epoch >= -1,
+        super().__init__(space, seed, probs=probs)
+        _check("board_size", board_size, _is_int(board_size) and board_size >= 1, "an integer >= 1")
+        _check("board_images", board_images, _is_int(board_images) and board_images >= 1, "an integer >= 1")
+        _check("meta_start_epoch", meta_start_epoch, _is_int(meta_start_epoch) and meta_start_epoch >= -1,
                "an integer >= -1 (-1: from the first epoch)")
-        _check("update_every", update_every, isinstance(update_every, int) and update_every >= 1, "an integer >= 1")
+        _check("update_every", update_every, _is_int(update_every) and update_every >= 1, "an integer >= 1")
         _check("score", score, score in SCORES, f"one of {list(SCORES)}")
         _check("tie_break", tie_break, tie_break in TIE_BREAKS, f"one of {list(TIE_BREAKS)}")
         _check("pick", pick, pick in PICKS, f"one of {list(PICKS)}")
         for key, value in (("acc_gap", acc_gap), ("macs_min", macs_min), ("macs_max", macs_max),
                            ("meta_lr", meta_lr), ("meta_momentum", meta_momentum)):
-            _check(key, value, isinstance(value, (int, float)) and value >= 0, "a number >= 0")
+            _check(key, value, _is_number(value) and value >= 0, "a number >= 0")
         self.board = PathBoard(board_size, float(acc_gap), tie_break, bool(dedup))
         self.board_images, self.meta_start_epoch, self.update_every = board_images, meta_start_epoch, update_every
         self.score, self.pick, self.meta_lr, self.meta_momentum = score, pick, float(meta_lr), float(meta_momentum)
@@ -247,12 +228,12 @@ class Cream(Uniform):
                 value = (out.argmax(-1) == hard).float().mean() * 100
             else:
                 value = -ce.detach().float()
-            score = float(_mean_over_ranks(value))
+            score = float(mean_over_ranks(value, self.engine.dist))
             if not self.board.accepts(arch, score, macs):
                 return False
             n = self.board_images
-            stored = _from_rank0(images[:n].detach().float().contiguous().clone())
-            probs = _from_rank0(out[:n].detach().float().softmax(-1))
+            stored = from_rank0(images[:n].detach().float().contiguous().clone(), self.engine.dist)
+            probs = from_rank0(out[:n].detach().float().softmax(-1), self.engine.dist)
         self.board.add(BoardEntry(arch, score, macs, stored, probs))
         return True
 
@@ -267,7 +248,7 @@ class Cream(Uniform):
 
     def _teacher_of(self, scores: torch.Tensor) -> tuple[int, torch.Tensor]:
         """The best-scoring entry (first on ties; rank 0 decides) and the score that sets the weight."""
-        index = int(_from_rank0(torch.argmax(scores.detach()).reshape(1))[0])
+        index = int(from_rank0(torch.argmax(scores.detach()).reshape(1), self.engine.dist)[0])
         return index, scores[-1] if self.legacy_weight else scores[index]
 
     def select_teacher(self, arch: Arch) -> tuple[BoardEntry, float]:
@@ -276,7 +257,7 @@ class Cream(Uniform):
             return self.board.entries[0], 0.5
         with torch.no_grad():
             index, s = self._teacher_of(self.match_scores(arch))
-            weight = _from_rank0(torch.sigmoid(-s).reshape(1).double())
+            weight = from_rank0(torch.sigmoid(-s).reshape(1).double(), self.engine.dist)
         return self.board.entries[index], float(weight[0])
 
     # --- meta update -------------------------------------------------------------------------
@@ -308,7 +289,7 @@ class Cream(Uniform):
             else:
                 hyper = torch.autograd.grad(val_loss, meta_params, allow_unused=True)
         for p, h in zip(meta_params, hyper, strict=True):
-            p.grad = _mean_over_ranks(torch.zeros_like(p) if h is None else h.detach())
+            p.grad = mean_over_ranks(torch.zeros_like(p) if h is None else h.detach(), e.dist)
         nn.utils.clip_grad_norm_(meta_params, 1.0)
         for group in self.meta_optimizer.param_groups:
             group["lr"] = meta_lr
@@ -353,6 +334,15 @@ class Cream(Uniform):
         self.meta_updates = state["meta_updates"]
 
 
+def _is_int(value: Any) -> bool:
+    """An int but not a bool (YAML's `true` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok or isinstance(value, bool) and allowed.startswith(("an integer", "a number")):
+    if not ok:
         raise ConfigError(f"config key 'strategy.kwargs.{key}' = {value!r} is not allowed; use {allowed}")

@@ -47,6 +47,19 @@ def all_sum(values: list[float], device: torch.device, d: Dist) -> list[float]:
     return t.tolist()
 
 
-def barrier(d: Dist) -> None:
+def mean_over_ranks(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Element-wise mean of `t` over all ranks, as a new tensor (`t` itself for one process)."""
+    if not d.enabled:
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    t /= d.world
+    return t
+
+
+def from_rank0(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Rank 0's `t` on every rank (`t` itself for one process)."""
     if d.enabled:
-        dist.barrier()
+        t = t.contiguous()
+        dist.broadcast(t, src=0)
+    return t

@@ -106,6 +106,8 @@ class Engine:
             self.tb = SummaryWriter(str(self.run.path / "tensorboard"))
         self.step = self.epoch = self.batch_in_epoch = 0
         self.skipped_steps = 0
+        #: (step, results) of the latest `evaluate_archs` on splits.val, for callers that want it again.
+        self.last_eval: tuple[int, dict[str, dict[str, float]]] | None = None
         self.strategy.setup(self)
 
     # -----------------------------------------------------------------------------------------
@@ -210,7 +212,8 @@ class Engine:
         record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "images_per_s": round(images_per_s, 2)}
         record.update(self.strategy.end_epoch(self.epoch))
         if self.splits.val is not None and (self.epoch + 1) % self.cfg.train.eval_every_epochs == 0:
-            for name, res in self.evaluate_archs(self.splits.val).items():
+            self.last_eval = (self.step, self.evaluate_archs(self.splits.val))
+            for name, res in self.last_eval[1].items():
                 record.update({f"val_{k}" if name == "model" else f"val_{name}_{k}": v for k, v in res.items()})
         self._log(record)
         self.epoch += 1

@@ -3,7 +3,7 @@
 The engine owns everything generic (autocast, backward, optimizer, EMA, checkpoints, DDP,
 logging). A strategy owns what differs between methods: which path a supernet takes this
 step, which loss is used (plain CE, distillation, ...), extra state that must be
-checkpointed (a prioritized-path board, a meta-network). `Supervised` trains a plain model.
+checkpointed (a prioritized-path board, a meta-network). The base `Strategy` trains a plain model.
 """
 
 from __future__ import annotations
@@ -52,6 +52,3 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
-
-
-Supervised = Strategy
