@@ -1,7 +1,7 @@
 """Does search pay off? `cream run`'s retrained winner vs 5 random archs retrained with the same recipe.
 
 Runs the embedded default pipeline (supernet → search → retrain → test), then retrains 5 archs
-drawn at random from the same space under the same parameter limit, with the same retrain
+drawn at random from the same space under the same params / MACs limits, with the same retrain
 recipe and seed, and compares test accuracy with their median. Prints one JSON object.
 
     python benchmarks/bench_pipeline_vs_random.py [--random 5] [--out runs/bench-pipeline]
@@ -18,9 +18,11 @@ from pathlib import Path
 
 from cream.commands.run import DEFAULT
 from cream.config import RunConfig, load_config, with_overrides
-from cream.oneshot import resolve_space, run_pipeline
+from cream.data import build_splits
+from cream.oneshot import resolve_space, run_pipeline, search_windows
 from cream.pipeline import train_standalone
 from cream.run_dir import RunDir
+from cream.search import cost_window
 
 
 def main() -> None:
@@ -36,13 +38,13 @@ def main() -> None:
     found = run_pipeline(cfg, RunDir.create(str(out / "pipeline"), "run"))
     pipeline_s = time.perf_counter() - start
 
-    space = resolve_space(cfg, 10)
-    limit = cfg.search.params_max * 1e6
+    space = resolve_space(cfg, build_splits(cfg.data).num_classes)
+    feasible = cost_window(space, **search_windows(cfg.search))  # the limits the search had
     rng = random.Random(args.seed)
     randoms = []
     while len(randoms) < args.random:
         arch = space.sample(rng)
-        if space.cost(arch)["params"] <= limit:
+        if feasible(arch):
             randoms.append(arch)
     results = []
     for i, arch in enumerate(randoms):

@@ -8,7 +8,6 @@ and `cream run` are thin wrappers around these functions.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from cream.config import RunConfig, to_dict, with_space_classes
+from cream.config import RunConfig, SearchConfig, to_dict, with_space_classes
 from cream.data import Splits, build_splits, train_loader
 from cream.errors import ConfigError, CreamError
 from cream.registry import build_supernet, get_space
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
-from cream.search import cost_window, search
+from cream.search import cost_window, millions_window, search
 from cream.spaces.base import Arch, Space
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
@@ -146,6 +145,12 @@ def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Sp
     return InheritedScorer(net, splits, cfg, pick_device(cfg.train.device)), splits
 
 
+def search_windows(s: SearchConfig) -> dict[str, tuple[float, float]]:
+    """The configured params / MACs windows of a search, in absolute counts (only the limited ones)."""
+    windows = {"params": millions_window(s.params_min, s.params_max), "macs": millions_window(s.macs_min, s.macs_max)}
+    return {k: w for k, w in windows.items() if w is not None}
+
+
 def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
     """Search `cfg.space` with the supernet of `supernet_run`; write arch.json, search.json and search.png."""
     from cream.report.plots import plot_pareto
@@ -156,11 +161,7 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     space = scorer.net.space
     if not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
-    windows = {}
-    if s.params_min or s.params_max:
-        windows["params"] = (s.params_min * 1e6, s.params_max * 1e6 if s.params_max else math.inf)
-    if s.macs_min or s.macs_max:
-        windows["macs"] = (s.macs_min * 1e6, s.macs_max * 1e6 if s.macs_max else math.inf)
+    windows = search_windows(s)
     feasible = cost_window(space, **windows) if windows else None
     common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
                               "state_path": run.file("search_state.json")}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from cream.errors import ConfigError
-from cream.search.base import Search, SearchResult, cost_window
+from cream.search.base import Search, SearchResult, cost_window, millions_window
 from cream.search.board import BoardSearch
 from cream.search.evolution import EvolutionSearch
 from cream.search.random import RandomSearch
@@ -42,4 +42,4 @@ def search(strategy: str, space: Any, score: Any, resume: bool = False, **kwargs
 
 
 __all__ = ["STRATEGIES", "BoardSearch", "EvolutionSearch", "RandomSearch", "RegularizedEvolution", "Search",
-           "SearchResult", "cost_window", "make_search", "search"]
+           "SearchResult", "cost_window", "make_search", "millions_window", "search"]

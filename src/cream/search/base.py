@@ -10,6 +10,7 @@ Only what was evaluated after the last save is recomputed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from collections.abc import Callable
@@ -23,6 +24,13 @@ from cream.spaces.base import Arch, Space, arch_key
 
 Score = Callable[[Arch], float]
 Feasible = Callable[[Arch], bool]
+
+
+def millions_window(low: float, high: float) -> tuple[float, float] | None:
+    """The [low, high] window of limits given in millions, where 0 means no limit; None when both are 0."""
+    if not (low or high):
+        return None
+    return low * 1e6, high * 1e6 if high else math.inf
 
 
 def cost_window(

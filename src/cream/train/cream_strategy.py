@@ -11,6 +11,7 @@ Spec: shared/specs/cream.md §5; deviations from the original code (§8) are in 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from cream.errors import ConfigError
+from cream.search.base import millions_window
 from cream.search.bn_recal import bn_layers
 from cream.spaces.base import Arch, Space, arch_key
 from cream.spaces.mobilenet import MobileNetSpace
@@ -179,7 +181,7 @@ class Cream(Uniform):
         self.board = PathBoard(board_size, float(acc_gap), tie_break, bool(dedup))
         self.board_images, self.meta_start_epoch, self.update_every = board_images, meta_start_epoch, update_every
         self.score, self.pick, self.meta_lr, self.meta_momentum = score, pick, float(meta_lr), float(meta_momentum)
-        self.macs_window = (macs_min * 1e6, macs_max * 1e6 if macs_max else float("inf"))
+        self.macs_window = millions_window(macs_min, macs_max) or (0.0, math.inf)
         self.legacy_weight, self.legacy_hypergrad = bool(legacy_weight), bool(legacy_hypergrad)
         self.meta_updates = 0
 
