@@ -21,7 +21,8 @@ import torch
 
 from cream.config import RunConfig, load_config
 from cream.data import build_splits
-from cream.registry import build_supernet, get_space
+from cream.spaces import get_space
+from cream.supernets import build_supernet
 from cream.train.engine import Engine, seed_everything
 from cream.train.strategies import make_strategy
 

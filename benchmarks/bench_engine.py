@@ -20,13 +20,13 @@ from timm.optim import create_optimizer_v2
 
 from cream.config import RunConfig, load_config
 from cream.data import build_splits, train_loader
-from cream.pipeline import build_model
 from cream.train.engine import Engine, seed_everything
+from cream.workflows.train_model import configured_model
 
 
 def minimal_loop(cfg: RunConfig, splits, steps: int) -> float:
     seed_everything(cfg.train.seed)
-    model = build_model(cfg, splits.num_classes).train()
+    model = configured_model(cfg, splits.num_classes).train()
     opt = create_optimizer_v2(model, opt=cfg.optim.opt, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -40,7 +40,7 @@ def minimal_loop(cfg: RunConfig, splits, steps: int) -> float:
 
 def engine_loop(cfg: RunConfig, splits, steps: int) -> float:
     seed_everything(cfg.train.seed)
-    engine = Engine(cfg, build_model(cfg, splits.num_classes), splits, None)
+    engine = Engine(cfg, configured_model(cfg, splits.num_classes), splits, None)
     engine.model.train()
     return images_per_second(engine.train_loader, engine.train_step, steps)
 

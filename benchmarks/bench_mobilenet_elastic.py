@@ -19,8 +19,9 @@ import time
 
 import torch
 
-from cream.registry import build_supernet, get_space
-from cream.search.bn_recal import bn_recalibrated
+from cream.nn.batchnorm import bn_recalibrated
+from cream.spaces import get_space
+from cream.supernets import build_supernet
 
 CASES = {
     # name: (space spec, batch size)

@@ -32,11 +32,12 @@ def main() -> None:
     ap.add_argument("--out", help="run directory (default: a temporary folder)")
     args = ap.parse_args()
 
-    from cream.bench import NB201Table
-    from cream.bench.nb201_rank import rank_supernet_run, write_rank
     from cream.config import RunConfig, load_config
-    from cream.oneshot import train_supernet
     from cream.run_dir import RunDir
+    from cream.tabular import NB201Table
+    from cream.tabular.nb201_rank import write_rank
+    from cream.workflows.rank import rank_supernet_run
+    from cream.workflows.supernet import train_supernet
 
     overrides = [f"data.root={args.archive}"] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     cfg = load_config(RunConfig, CONFIG, overrides)

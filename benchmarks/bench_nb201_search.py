@@ -15,8 +15,8 @@ import time
 
 from common import SHARED
 
-from cream.bench import NB201Table, run_bench
 from cream.search.rank import kendall_tau, spearman_rho, stratified_sample
+from cream.tabular import NB201Table, run_bench
 
 DEFAULT_TABLE = SHARED / "nb201" / "nb201.csv"
 CHECKPOINTS = (25, 50, 100, 200, 500)

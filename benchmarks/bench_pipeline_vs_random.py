@@ -19,10 +19,12 @@ from pathlib import Path
 from cream.commands.run import DEFAULT
 from cream.config import RunConfig, load_config, with_overrides
 from cream.data import build_splits
-from cream.oneshot import resolve_space, run_pipeline, search_windows
-from cream.pipeline import train_standalone
 from cream.run_dir import RunDir
 from cream.search import cost_window
+from cream.workflows.pipeline import run_pipeline
+from cream.workflows.search import search_windows
+from cream.workflows.supernet import resolve_space
+from cream.workflows.train_model import train_standalone
 
 
 def main() -> None:

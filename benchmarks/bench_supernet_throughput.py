@@ -26,11 +26,11 @@ from common import time_round_robin
 from cream.commands.run import DEFAULT
 from cream.config import RunConfig, load_config
 from cream.data import build_splits
-from cream.oneshot import new_supernet, resolve_space
 from cream.train.engine import Engine, seed_everything
 from cream.train.strategies import make_strategy
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
+from cream.workflows.supernet import new_supernet, resolve_space
 
 # AutoFormer-T's space and supernet (super embed 256, depth 14, 4 heads, MLP ratio 4) at its real
 # input (224 px, patch 16: 197 tokens), on the embedded images upsampled; batch 32 per step.

@@ -30,7 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 import cream
-from cream.registry import get_space
+from cream.spaces import get_space
 
 SHAPES = {"tiny": ("autoformer-tiny", 192, 3), "small": ("autoformer-small", 384, 6)}
 

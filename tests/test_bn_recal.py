@@ -10,8 +10,9 @@ from conftest import TINY_CREAM
 from torch import nn
 
 from cream.errors import ConfigError
-from cream.registry import build_supernet, get_space
-from cream.search.bn_recal import bn_recalibrated, preserved_bn_stats, recalibrate_bn
+from cream.nn.batchnorm import bn_recalibrated, preserved_bn_stats, recalibrate_bn
+from cream.spaces import get_space
+from cream.supernets import build_supernet
 
 SPACE = TINY_CREAM
 

@@ -12,7 +12,7 @@ import yaml
 
 import cream.models  # noqa: F401  (registers cream_* etc. with timm)
 from cream.config import RunConfig, load_config
-from cream.registry import get_space
+from cream.spaces import get_space
 from cream.spaces.vit import PUBLISHED_SPACES, published_archs
 from cream.train.strategies import make_strategy
 

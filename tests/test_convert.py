@@ -19,8 +19,9 @@ from safetensors.torch import load_file
 
 from cream.cli import main as cli
 from cream.config import RunConfig, load_config
-from cream.export import export, load_exported
-from cream.oneshot import load_supernet
+from cream.models import load_exported
+from cream.workflows.export import export
+from cream.workflows.supernet import load_supernet
 
 E, HEAD_DIM, HEADS, DEPTH, HIDDEN, R, PATCH, IMG, CLASSES = 32, 16, 2, 3, 128, 2, 4, 12, 5
 SPACE = ["space.embed_dims=[24,32]", "space.depths=[2,3]", "space.num_heads=[1,2]", "space.mlp_ratios=[2.0,4.0]",

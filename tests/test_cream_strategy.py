@@ -14,17 +14,20 @@ from torch import nn
 from cream.config import RunConfig, StrategyConfig, load_config, with_overrides
 from cream.data import build_splits, train_loader
 from cream.errors import ConfigError, CreamError
-from cream.oneshot import load_supernet, search_supernet, train_supernet
-from cream.registry import build_supernet, get_space
+from cream.nn.batchnorm import recalibrate_bn
 from cream.run_dir import RunDir
 from cream.search import BoardSearch
-from cream.search.bn_recal import recalibrate_bn
+from cream.spaces import get_space
 from cream.spaces.base import arch_key
+from cream.supernets import build_supernet
+from cream.train.board import BoardEntry, MatchingNetwork, PathBoard
 from cream.train.checkpoint import checkpoint_path, load
-from cream.train.cream_strategy import BoardEntry, Cream, MatchingNetwork, PathBoard
+from cream.train.cream import Cream
 from cream.train.engine import Engine, seed_everything
 from cream.train.evaluate import evaluate
 from cream.train.strategies import make_strategy
+from cream.workflows.search import search_supernet
+from cream.workflows.supernet import load_supernet, train_supernet
 
 PRE_PROB = {"ir_k3_e4_se": 0.05, "ir_k3_e6_se": 0.2, "ir_k5_e4_se": 0.05, "ir_k5_e6_se": 0.5,
             "ir_k7_e4_se": 0.05, "ir_k7_e6_se": 0.15}
@@ -81,8 +84,11 @@ def test_uniform_with_probs_is_deterministic_per_step_and_spaces_without_probs_r
     assert a.arch_for_step(0) != a.arch_for_step(1)
     with pytest.raises(ConfigError, match="does not fit strategy 'uniform'.*probs"):
         make_strategy(StrategyConfig("uniform", {"probs": PRE_PROB}), get_space("nb201"), 0)
-    with pytest.raises(ConfigError, match="strategy 'cream' needs a MobileNet-style space"):
-        make_strategy(StrategyConfig("cream", {}), get_space("nb201"), 0)
+    # Cream takes any single-path space: paths are costed in the space's own convention where it has no ptflops
+    nb201 = make_strategy(StrategyConfig("cream", {}), get_space("nb201"), 0)
+    assert nb201.macs_convention is None and make_strategy(StrategyConfig("cream", {}), space, 0).macs_convention
+    cell = {"ops": ["nor_conv_3x3"] * 6}
+    assert nb201.path_macs(cell) == get_space("nb201").cost(cell)["macs"]
     with pytest.raises(ConfigError, match=r"strategy.kwargs.pick' = 'best' is not allowed"):
         make_strategy(StrategyConfig("cream", {"pick": "best"}), space, 0)
     for key in ("board_size", "meta_lr"):  # YAML's true is not a number here

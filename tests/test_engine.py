@@ -14,9 +14,9 @@ from safetensors.torch import load_file
 
 from cream.config import RunConfig, load_config
 from cream.errors import TrainingError
-from cream.pipeline import train_standalone
 from cream.run_dir import RunDir
 from cream.train.strategy import Strategy
+from cream.workflows.train_model import train_standalone
 
 # A tiny ViT (LayerNorm only, so DDP matches one process exactly) on 16 px digits.
 TINY = [
@@ -97,13 +97,13 @@ class NaNAt(Strategy):
 
 def _engine(tmp_path, overrides, strategy):
     from cream.data import build_splits
-    from cream.pipeline import build_model
     from cream.train.engine import Engine
+    from cream.workflows.train_model import configured_model
 
     cfg = load_config(RunConfig, None, TINY + overrides)
     splits = build_splits(cfg.data)
     run = RunDir.create(str(tmp_path / "run"), "retrain")
-    return Engine(cfg, build_model(cfg, splits.num_classes), splits, run, strategy)
+    return Engine(cfg, configured_model(cfg, splits.num_classes), splits, run, strategy)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_checkpoint(tmp_path):

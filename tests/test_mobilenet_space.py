@@ -16,14 +16,11 @@ from cream.cost.measure import measure
 from cream.errors import ArchError, ConfigError
 from cream.models.cream_mbv3 import PUBLISHED, published
 from cream.models.mobilenet import build_child
-from cream.registry import get_space
+from cream.spaces import get_space
 from cream.spaces.mobilenet import (
     CONVENTIONS,
     CREAM_OPS,
     LayerGeom,
-    _fixed_macs,
-    _fixed_params,
-    _relu,
     arch_from_cream_encoding,
     cream_flops_table,
     cream_space,
@@ -32,6 +29,7 @@ from cream.spaces.mobilenet import (
     parse_op,
     search_for_layer,
 )
+from cream.spaces.mobilenet.cost import fixed_macs, fixed_params, uses_relu
 
 CIFAR = "configs/spos/cifar-8layer.yaml"
 
@@ -126,7 +124,7 @@ def test_cream_preset_uses_the_flops_range():
     assert [len(st.ops) for st in space.config.stages] == [1, 1, 1, 3, 2, 1, 1]
     assert space.config.input_size == 224
     assert get_space({"preset": "cream", "flops_max": 9}).config.input_size == 64
-    assert space.size() == 6**8
+    assert space.num_archs() == 6**8
     with pytest.raises(ConfigError, match=r"\[600, 700\]"):
         get_space("cream", flops_min=600, flops_max=700)
 
@@ -179,7 +177,7 @@ def test_cifar_config_space():
     assert len(searchable) == 8
     assert all(set(c) == {"skip", "ir_k3_e3", "ir_k5_e6"} for c in searchable)
     assert space.config.input_size == 32 and space.config.stem_stride == 1
-    assert space.size() == 3**8
+    assert space.num_archs() == 3**8
 
 
 @pytest.mark.parametrize("spec", [CIFAR, "cream"])
@@ -252,9 +250,9 @@ def test_cached_cost_equals_costing_every_layer(spec):
     for _ in range(300):
         arch = space.sample(rng)
         for convention in CONVENTIONS:
-            params, macs = _fixed_params(cfg), _fixed_macs(cfg, space.geometry, convention)
+            params, macs = fixed_params(cfg), fixed_macs(cfg, space.geometry, convention)
             for g in space.geometry:
-                p, m = op_cost(parse_op(arch["ops"][g.stage][g.index]), g, cfg.se_ratio, convention, _relu(cfg))
+                p, m = op_cost(parse_op(arch["ops"][g.stage][g.index]), g, cfg.se_ratio, convention, uses_relu(cfg))
                 params, macs = params + p, macs + m
             assert space.cost(arch, convention) == {"params": params, "macs": macs}
     assert space == get_space(spec)  # the table takes no part in equality

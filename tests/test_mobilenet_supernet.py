@@ -13,7 +13,8 @@ from timm.models.mobilenetv3 import MobileNetV3
 import cream.models  # noqa: F401
 from cream.cost.measure import count_params
 from cream.models.cream_mbv3 import published
-from cream.registry import build_supernet, get_space
+from cream.spaces import get_space
+from cream.supernets import build_supernet
 from cream.supernets.mobilenet import MobileNetSupernet
 
 CIFAR = "configs/spos/cifar-8layer.yaml"

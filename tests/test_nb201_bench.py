@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cream.bench import NB201Table, run_bench
 from cream.errors import ConfigError, DataError
 from cream.spaces.nb201 import index_to_arch
+from cream.tabular import NB201Table, run_bench
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +56,19 @@ def test_bad_tables(tmp_path, nb201_table):
         NB201Table(bad)
 
 
-@pytest.mark.parametrize("strategy", ["random", "regularized", "evolution"])
-def test_run_bench_reproducible_and_clean(table, strategy):
-    a = run_bench(table, strategy, 60, [0, 1, 2], checkpoints=(10, 30))
-    b = run_bench(table, strategy, 60, [0, 1, 2], checkpoints=(10, 30))
+@pytest.mark.parametrize("method", ["random", "regularized", "evolution"])
+def test_run_bench_reproducible_and_clean(table, method):
+    a = run_bench(table, method, 60, [0, 1, 2], checkpoints=(10, 30))
+    b = run_bench(table, method, 60, [0, 1, 2], checkpoints=(10, 30))
     assert a == b
     assert [c["queries"] for c in a["curve"]] == [10, 30, 60]
     assert a["curve"][-1]["mean"] == a["final"]["mean"]
     finals = [table.query(i, "cifar10_test_200ep") for i in a["picks"]]
     assert a["final"] == {"mean": statistics.fmean(finals), "std": statistics.pstdev(finals)}
     # The report metric never steers the search: the picks do not depend on it.
-    other = run_bench(table, strategy, 60, [0, 1, 2], report_metric="cifar100_test_200ep", checkpoints=())
+    other = run_bench(table, method, 60, [0, 1, 2], report_metric="cifar100_test_200ep", checkpoints=())
     assert other["picks"] == a["picks"]
-    assert run_bench(table, strategy, 60, [3, 4, 5], checkpoints=())["picks"] != a["picks"]
+    assert run_bench(table, method, 60, [3, 4, 5], checkpoints=())["picks"] != a["picks"]
 
 
 def test_run_bench_latency_and_leak_guard(table):

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cream.cli import main
-from cream.search import STRATEGIES
+from cream.search import METHODS
 
 
 def run_json(capsys, argv):
@@ -11,13 +11,13 @@ def run_json(capsys, argv):
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_bench_runs_every_strategy_and_is_reproducible(capsys, nb201_table, strategy):
-    argv = ["bench", "nb201", "--table", str(nb201_table), "--strategy", strategy, "--queries", "30", "--seeds", "3",
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_bench_runs_every_method_and_is_reproducible(capsys, nb201_table, method):
+    argv = ["bench", "nb201", "--table", str(nb201_table), "--method", method, "--queries", "30", "--seeds", "3",
             "--json"]
     first, second = run_json(capsys, argv), run_json(capsys, argv)
     assert first == second
-    assert first["strategy"] == strategy and first["queries"] == 30 and first["seeds"] == 3
+    assert first["method"] == method and first["queries"] == 30 and first["seeds"] == 3
     assert first["search_metric"] == "cifar10_val_12ep" and first["report_metric"] == "cifar10_test_200ep"
     assert [p["queries"] for p in first["curve"]] == [25, 30]
     assert (first["mean"], first["std"]) == (first["final"]["mean"], first["final"]["std"])
@@ -26,7 +26,7 @@ def test_bench_runs_every_strategy_and_is_reproducible(capsys, nb201_table, stra
 
 
 def test_bench_seeds_differ_and_latency_limit_holds(capsys, nb201_table):
-    from cream.bench import NB201Table
+    from cream.tabular import NB201Table
 
     base = ["bench", "nb201", "--table", str(nb201_table), "--queries", "20", "--json"]
     one = run_json(capsys, [*base, "--seeds", "1"])

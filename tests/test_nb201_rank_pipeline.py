@@ -24,13 +24,13 @@ def supernet_run(tmp_path_factory, cifar10_archive):
 
 
 def test_rank_a_supernet_run_against_the_table(supernet_run, nb201_table, tmp_path, capsys):
-    from cream.bench import NB201Table
     from cream.config import RunConfig, load_config
     from cream.data import build_splits
-    from cream.oneshot import load_supernet
     from cream.search.rank import rank_stats
     from cream.spaces.nb201 import str_to_arch
+    from cream.tabular import NB201Table
     from cream.train.evaluate import evaluate
+    from cream.workflows.supernet import load_supernet
 
     capsys.readouterr()
     argv = ["rank", "--supernet", str(supernet_run), "--table", str(nb201_table), "--sample", "5",

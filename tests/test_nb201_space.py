@@ -3,7 +3,7 @@ import random
 import pytest
 
 from cream.errors import ArchError, ConfigError
-from cream.registry import get_space
+from cream.spaces import get_space
 from cream.spaces.base import Space
 from cream.spaces.nb201 import (
     NUM_ARCHS,

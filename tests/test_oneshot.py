@@ -65,7 +65,7 @@ def test_supernet_search_retrain_export(supernet_run, tmp_path, capsys):
                  "--set", "train.epochs=1", "--set", "data.train_per_class=40"]) == 0
     assert _last_json(capsys)["model"] == "arch"
 
-    from cream.export import load_exported
+    from cream.models import load_exported
 
     out = tmp_path / "model.safetensors"
     assert main(["export", str(supernet_run), "--arch", str(search / "arch.json"), "--out", str(out)]) == 0
@@ -73,7 +73,7 @@ def test_supernet_search_retrain_export(supernet_run, tmp_path, capsys):
     assert info["arch"] == found["arch"] and info["params"] == found["cost"]["params"]
     model = load_exported(out).eval()
     from cream.config import RunConfig, load_config
-    from cream.oneshot import load_supernet
+    from cream.workflows.supernet import load_supernet
 
     cfg = load_config(RunConfig, supernet_run / "config.yaml")
     net = load_supernet(cfg, supernet_run, 10).eval()
@@ -87,7 +87,7 @@ def test_supernet_search_retrain_export(supernet_run, tmp_path, capsys):
 
 
 def test_search_resume_matches_uninterrupted(supernet_run, tmp_path, monkeypatch, capsys):
-    from cream import oneshot
+    from cream.search import inherited as oneshot
 
     assert main(["search", "--supernet", str(supernet_run), "--out", str(tmp_path / "a"), *SEARCH]) == 0
     calls = {"n": 0}

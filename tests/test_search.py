@@ -3,7 +3,7 @@ import json
 import pytest
 
 from cream.errors import CheckpointError, ConfigError
-from cream.search import STRATEGIES, EvolutionSearch, cost_window, make_search, search
+from cream.search import METHODS, EvolutionSearch, cost_window, make_search, search
 from cream.spaces.base import arch_key
 from cream.spaces.nb201 import NB201Space, arch_to_index
 
@@ -33,12 +33,12 @@ def interrupting(after):
     return fn
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_reproducible_unique_and_within_budget(strategy):
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_reproducible_unique_and_within_budget(method):
     space = NB201Space()
-    a = search(strategy, space, score, budget=120, seed=3, **SMALL[strategy]).to_dict()
-    b = search(strategy, space, score, budget=120, seed=3, **SMALL[strategy]).to_dict()
-    c = search(strategy, space, score, budget=120, seed=4, **SMALL[strategy]).to_dict()
+    a = search(method, space, score, budget=120, seed=3, **SMALL[method]).to_dict()
+    b = search(method, space, score, budget=120, seed=3, **SMALL[method]).to_dict()
+    c = search(method, space, score, budget=120, seed=4, **SMALL[method]).to_dict()
     assert a == b and a["records"] != c["records"]
     keys = [arch_key(r["arch"]) for r in a["records"]]
     assert len(keys) == len(set(keys)) == 120 and a["stopped"] == "budget"
@@ -47,8 +47,8 @@ def test_reproducible_unique_and_within_budget(strategy):
     assert all(r["cost"] == space.cost(r["arch"]) for r in a["records"])
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
-def test_constraint_is_respected(strategy):
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_constraint_is_respected(method):
     space = NB201Space()
     feasible = cost_window(space, params=(0, 400_000))
 
@@ -56,7 +56,7 @@ def test_constraint_is_respected(strategy):
         assert feasible(arch), "an infeasible arch was evaluated"
         return score(arch)
 
-    out = search(strategy, space, guarded, feasible=feasible, budget=80, seed=0, **SMALL[strategy])
+    out = search(method, space, guarded, feasible=feasible, budget=80, seed=0, **SMALL[method])
     assert len(out.records) == 80 and all(r["cost"]["params"] <= 400_000 for r in out.records)
 
 
@@ -68,14 +68,14 @@ def test_evolution_beats_random_on_a_smooth_score():
     assert sum(evo) > sum(rnd)
 
 
-@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("after", [7, 23, 41])
-def test_resume_gives_the_uninterrupted_result(tmp_path, strategy, after):
-    space, kwargs = NB201Space(), {"budget": 60, "seed": 5, "save_every": 2, **SMALL[strategy]}
-    reference = search(strategy, space, score, **kwargs).to_dict()
+def test_resume_gives_the_uninterrupted_result(tmp_path, method, after):
+    space, kwargs = NB201Space(), {"budget": 60, "seed": 5, "save_every": 2, **SMALL[method]}
+    reference = search(method, space, score, **kwargs).to_dict()
     state = tmp_path / "state.json"
     with pytest.raises(Interrupt):
-        search(strategy, space, interrupting(after), state_path=state, **kwargs)
+        search(method, space, interrupting(after), state_path=state, **kwargs)
     assert not (tmp_path / "state.json.tmp").exists()
     saved = len(json.loads(state.read_text())["records"]) if state.is_file() else 0  # none before step 1
     assert saved <= after
@@ -85,10 +85,10 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, strategy, after):
         calls.append(arch)
         return score(arch)
 
-    resumed = search(strategy, space, counted, state_path=state, resume=True, **kwargs).to_dict()
+    resumed = search(method, space, counted, state_path=state, resume=True, **kwargs).to_dict()
     assert resumed == reference
     assert len(calls) == 60 - saved  # the saved part is not evaluated again
-    again = search(strategy, space, interrupting(0), state_path=state, resume=True, **kwargs).to_dict()
+    again = search(method, space, interrupting(0), state_path=state, resume=True, **kwargs).to_dict()
     assert again == reference  # a finished state returns its result without evaluating
 
 
@@ -154,7 +154,7 @@ def test_evolution_on_a_small_space_with_incompatible_parents():
 def test_bad_settings():
     with pytest.raises(ConfigError, match="needs a budget"):
         make_search("random", NB201Space(), score)
-    with pytest.raises(ConfigError, match="strategy 'bayes' is unknown"):
+    with pytest.raises(ConfigError, match="method 'bayes' is unknown"):
         make_search("bayes", NB201Space(), score, budget=3)
     with pytest.raises(ConfigError, match="budget = 0"):
         make_search("random", NB201Space(), score, budget=0)

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from cream.errors import ArchError, ConfigError
-from cream.registry import get_space, space_names
+from cream.spaces import get_space, space_names
 from cream.spaces.base import Space
 from cream.spaces.vit import PUBLISHED_SPACES, ViTSpace, published_archs
 

@@ -13,7 +13,7 @@ from cream.cost import count_params, measure_macs
 from cream.models.autoformer import AutoFormer
 from cream.nn.elastic import ElasticQKV
 from cream.nn.relpos import attend, rel_pos_index
-from cream.registry import get_space
+from cream.spaces import get_space
 from cream.spaces.vit import ViTSpace, published_archs
 from cream.supernets.vit import ViTSupernet
 

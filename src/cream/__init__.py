@@ -7,15 +7,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 
-def supernet(space: Any, **overrides: Any) -> Any:
+def supernet(space: Any, kind: str = "single_path", **overrides: Any) -> Any:
     """Build the supernet of a named space, a space config (mapping or YAML path) or a space.
 
     `net.space.sample(rng)` draws an arch, `net.set_arch(arch)` selects it for the next
     forwards and `net.extract(arch)` returns the standalone model.
     """
-    from cream.registry import build_supernet, get_space
+    from cream.spaces import get_space
+    from cream.supernets import build_supernet
 
-    return build_supernet(get_space(space, **overrides))
+    return build_supernet(get_space(space, **overrides), kind)
 
 
 def profile(model_or_arch: Any, input_size: tuple[int, int, int] | None = None, space: Any = None) -> dict:

@@ -21,7 +21,7 @@ def profile(model_or_arch: Any, input_size: tuple[int, int, int] | None = None, 
     if isinstance(model_or_arch, dict):
         if space is None:
             raise ConfigError("profiling an arch needs its space (space=...)")
-        from cream.registry import get_space
+        from cream.spaces import get_space
 
         sp = get_space(space)
         return sp.cost(sp.validate(model_or_arch))
@@ -42,7 +42,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """`timm.create_model(name)` without pretrained weights, with a one-line error for unknown names."""
     import timm
 
-    import cream  # noqa: F401  (registers our models with timm)
+    import cream.models  # noqa: F401  (registers our models with timm)
 
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]

@@ -1,4 +1,4 @@
-"""`cream bench nb201`: simulate a search strategy on the NAS-Bench-201 table."""
+"""`cream bench nb201`: simulate a search method on the NAS-Bench-201 table."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from cream.commands import nb201_table_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cream.search import STRATEGIES
+    from cream.search import METHODS
 
-    p = sub.add_parser("bench", help="simulate a search strategy on a tabular benchmark (NAS-Bench-201)",
-                       description="Run a search strategy on the NAS-Bench-201 table for several seeds: search on a "
+    p = sub.add_parser("bench", help="simulate a search method on a tabular benchmark (NAS-Bench-201)",
+                       description="Run a search method on the NAS-Bench-201 table for several seeds: search on a "
                                    "validation column, report the test column of the pick (mean, std over seeds) "
                                    "and the best-so-far curve.")
     p.add_argument("benchmark", choices=["nb201"], help="the tabular benchmark")
     p.add_argument("--table", help="nb201.csv (default: $CREAM_SHARED_DATA/nb201/nb201.csv or "
                                    "../shared/data/nb201/nb201.csv)")
-    p.add_argument("--strategy", default="regularized", choices=sorted(STRATEGIES))
+    p.add_argument("--method", "--strategy", dest="method", default="regularized", choices=sorted(METHODS),
+                   help="search method (--strategy is its old name)")
     p.add_argument("--queries", type=int, default=100, help="unique archs evaluated per search")
     p.add_argument("--seeds", type=int, default=10, help="searches with seeds 0 … K-1")
     p.add_argument("--search-metric", default="cifar10_val_12ep", help="the column the search sees")
@@ -30,19 +31,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cream.bench import run_bench
     from cream.errors import ConfigError
+    from cream.tabular import run_bench
 
     if args.queries < 1 or args.seeds < 1:
         raise ConfigError(f"--queries = {args.queries}, --seeds = {args.seeds}: both must be >= 1")
-    res = run_bench(nb201_table_path(args.table), args.strategy, args.queries, args.seeds,
+    res = run_bench(nb201_table_path(args.table), args.method, args.queries, args.seeds,
                     search_metric=args.search_metric, report_metric=args.report_metric,
                     latency_device=args.latency_device, latency_limit_ms=args.latency_limit_ms)
     if args.json:
         print(json.dumps({**res, "mean": res["final"]["mean"], "std": res["final"]["std"]}))
         return 0
     limit = f", {res['latency']['device']} <= {res['latency']['limit_ms']} ms" if res["latency"] else ""
-    print(f"{res['strategy']} on NAS-Bench-201, {res['seeds']} seeds: search {res['search_metric']}, "
+    print(f"{res['method']} on NAS-Bench-201, {res['seeds']} seeds: search {res['search_metric']}, "
           f"report {res['report_metric']}{limit}")
     print(f"{'queries':>8}  {'mean':>7}  {'std':>6}")
     for point in res["curve"]:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from cream.config import RunConfig, load_config
-    from cream.convert import convert_autoformer
+    from cream.workflows.convert import convert_autoformer
 
     cfg = load_config(RunConfig, args.config, args.overrides)
     print_summary(args, *convert_autoformer(cfg, args.source, args.out))

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cream.export import export
+    from cream.workflows.export import export
 
     print(json.dumps(export(args.source, args.arch, args.out, onnx=args.onnx)))
     return 0

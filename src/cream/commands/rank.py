@@ -76,8 +76,9 @@ def _rank_files(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _rank_supernet(args: argparse.Namespace) -> dict[str, Any]:
-    from cream.bench import NB201Table
-    from cream.bench.nb201_rank import rank_supernet_run, write_rank
+    from cream.tabular import NB201Table
+    from cream.tabular.nb201_rank import write_rank
+    from cream.workflows.rank import rank_supernet_run
 
     table = NB201Table(nb201_table_path(args.table))
     result = rank_supernet_run(args.supernet, table, args.sample, args.sample_seed, args.bn_recal_images,

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cream.pipeline import train_standalone
+    from cream.workflows.train_model import train_standalone
 
     cfg, run = load_run_config(args, base=arch_base(args.arch) if args.arch else None)
     summary = train_standalone(cfg, run, resume=bool(args.resume))

@@ -22,8 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from cream.config import read_yaml
-    from cream.oneshot import run_pipeline
-    from cream.pipeline import train_standalone
+    from cream.workflows.pipeline import run_pipeline
+    from cream.workflows.train_model import train_standalone
 
     base = read_yaml(DEFAULT) if not args.config and not args.resume else None
     cfg, run = load_run_config(args, base=base)

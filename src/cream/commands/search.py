@@ -23,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from cream.config import RunConfig, load_config, read_yaml
-    from cream.oneshot import search_supernet
     from cream.run_dir import RunDir
+    from cream.workflows.search import search_supernet
 
     if args.resume:
         run = RunDir.create(args.resume, "search", resume=True)

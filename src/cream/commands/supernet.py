@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cream.oneshot import train_supernet
+    from cream.workflows.supernet import train_supernet
 
     cfg, run = load_run_config(args)
     print_summary(args, train_supernet(cfg, run, resume=bool(args.resume)), run.path)

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from cream.config import RunConfig, load_config
-    from cream.pipeline import test_weights
+    from cream.workflows.train_model import test_weights
 
     if args.target:
         run = Path(args.target)

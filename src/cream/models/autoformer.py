@@ -20,7 +20,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import Tensor, nn
 
 from cream.nn.vit_blocks import Block, PatchEmbed, ViTHead
-from cream.registry import get_space
+from cream.registry import register_model_builder
+from cream.spaces import get_space
 from cream.spaces.base import Arch
 from cream.spaces.vit import PUBLISHED_SPACES, ViTSpace, published_archs
 
@@ -119,6 +120,22 @@ def model_kwargs(space: ViTSpace, arch: Arch) -> dict[str, Any]:
         rel_pos=space.rel_pos, max_relative_position=space.max_relative_position,
         drop_path_depth=space.super_depth,
     )
+
+
+def build_autoformer(space: ViTSpace, arch: Arch, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                     **overrides: Any) -> AutoFormer:
+    """The standalone `AutoFormer` of an arch of `space`, as its supernet runs it.
+
+    Dropout rates are given at the super width and scaled by d/E, as the supernet scales them
+    (the original's `calc_dropout`); other constructor arguments in `overrides` win over the space's.
+    """
+    kwargs = model_kwargs(space, arch)
+    scale = kwargs["embed_dim"] / space.super_embed_dim
+    return AutoFormer(**{**kwargs, "drop_rate": drop_rate * scale, "attn_drop_rate": attn_drop_rate * scale,
+                         **overrides})
+
+
+register_model_builder("vit", build_autoformer)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from timm.models.mobilenetv3 import MobileNetV3
 from torch import nn
 
 from cream.errors import ArchError
+from cream.registry import register_model_builder
 from cream.spaces.base import Arch
 from cream.spaces.mobilenet import SKIP, LayerGeom, MobileNetConfig, MobileNetSpace, parse_op
 
@@ -102,3 +103,6 @@ def build_child(space: MobileNetSpace, arch: Arch, **overrides: Any) -> MobileNe
         model.conv_stem.stride = (1, 1)
     model.pretrained_cfg = model.default_cfg = pretrained_cfg(space.config, num_classes=model.num_classes)
     return model
+
+
+register_model_builder("mobilenet", build_child)

@@ -20,6 +20,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+from cream.registry import register_model_builder
 from cream.spaces.base import Arch
 from cream.spaces.nb201 import EDGES, NB201Space, index_to_arch
 
@@ -143,6 +144,16 @@ class NB201Net(NB201Macro):
         ops = NB201Space().validate(arch)["ops"]
         super().__init__(lambda c: Cell(c, ops), num_classes, channels, cells_per_stage, input_size, in_chans)
         self.arch = {"ops": ops}
+
+
+def build_nb201(space: NB201Space, arch: Arch, **overrides: Any) -> NB201Net:
+    """The standalone network of an arch of `space` (its macro sizes)."""
+    sizes = {"num_classes": space.num_classes, "channels": space.channels,
+             "cells_per_stage": space.cells_per_stage, "input_size": space.input_size}
+    return NB201Net(space.validate(arch), **{**sizes, **overrides})
+
+
+register_model_builder("nb201", build_nb201)
 
 
 @register_model

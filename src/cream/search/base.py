@@ -1,8 +1,8 @@
-"""What every search strategy shares: evaluation bookkeeping, the result format and resumable state.
+"""What every search method shares: evaluation bookkeeping, the result format and resumable state.
 
-A strategy runs in *steps* (one query for random search and regularised evolution, one generation
+A method runs in *steps* (one query for random search and regularised evolution, one generation
 for AutoFormer-style evolution). After every `save_every` steps, the whole state (random stream,
-evaluated archs, strategy bookkeeping) is written atomically to `state_path`; `run(resume=True)`
+evaluated archs, method bookkeeping) is written atomically to `state_path`; `run(resume=True)`
 continues from that file and ends exactly where an uninterrupted run with the same seed ends.
 Only what was evaluated after the last save is recomputed.
 """
@@ -10,7 +10,6 @@ Only what was evaluated after the last save is recomputed.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 from collections.abc import Callable
@@ -26,26 +25,6 @@ Score = Callable[[Arch], float]
 Feasible = Callable[[Arch], bool]
 
 
-def millions_window(low: float, high: float) -> tuple[float, float] | None:
-    """The [low, high] window of limits given in millions, where 0 means no limit; None when both are 0."""
-    if not (low or high):
-        return None
-    return low * 1e6, high * 1e6 if high else math.inf
-
-
-def cost_window(
-    space: Space, params: tuple[float, float] | None = None, macs: tuple[float, float] | None = None
-) -> Feasible:
-    """A constraint accepting archs whose analytic params / MACs lie in closed [low, high] windows."""
-    windows = {k: w for k, w in (("params", params), ("macs", macs)) if w is not None}
-
-    def feasible(arch: Arch) -> bool:
-        cost = space.cost(arch)
-        return all(lo <= cost[k] <= hi for k, (lo, hi) in windows.items())
-
-    return feasible
-
-
 @dataclass
 class SearchResult:
     """Every evaluated arch in query order, and the best-so-far after each query.
@@ -54,7 +33,7 @@ class SearchResult:
     arch after q + 1 queries (ties keep the earlier arch).
     """
 
-    strategy: str
+    method: str
     seed: int
     records: list[dict[str, Any]]
     best_at: list[int]
@@ -75,7 +54,7 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "strategy": self.strategy,
+            "method": self.method,
             "seed": self.seed,
             "queries": len(self.records),
             "stopped": self.stopped,
@@ -87,9 +66,9 @@ class SearchResult:
 
 
 class Search:
-    """Base of the strategies: subclasses define `_step()` and, if they keep any, their extra state."""
+    """Base of the methods: subclasses define `_step()` and, if they keep any, their extra state."""
 
-    strategy = "search"
+    method = "search"
 
     def __init__(
         self,
@@ -131,7 +110,7 @@ class Search:
     def state_dict(self) -> dict[str, Any]:
         version, mt, gauss = self.rng.getstate()
         return {
-            "strategy": self.strategy,
+            "method": self.method,
             "config": self.config(),
             "rng": [version, list(mt), gauss],
             "records": self.records,
@@ -142,10 +121,10 @@ class Search:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("strategy") != self.strategy or state.get("config") != self.config():
+        if state.get("method") != self.method or state.get("config") != self.config():
             raise CheckpointError(
-                f"search state is for {state.get('strategy')!r} with {state.get('config')}; "
-                f"this search is {self.strategy!r} with {self.config()}"
+                f"search state is for {state.get('method')!r} with {state.get('config')}; "
+                f"this search is {self.method!r} with {self.config()}"
             )
         version, mt, gauss = state["rng"]
         self.rng.setstate((version, tuple(mt), gauss))
@@ -195,7 +174,7 @@ class Search:
             self.save()
 
     def result(self) -> SearchResult:
-        return SearchResult(self.strategy, self.seed, list(self.records), list(self.best_at),
+        return SearchResult(self.method, self.seed, list(self.records), list(self.best_at),
                             self.stopped or "running")
 
     def _step(self) -> None:

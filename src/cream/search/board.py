@@ -16,7 +16,7 @@ from cream.spaces.base import Arch, arch_key
 
 
 class BoardSearch(Search):
-    strategy = "board"
+    method = "board"
 
     def __init__(self, *args: Any, board: list[dict[str, Any]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -19,7 +19,7 @@ from cream.search.base import Search
 
 
 class EvolutionSearch(Search):
-    strategy = "evolution"
+    method = "evolution"
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ from cream.search.base import Search
 
 
 class RandomSearch(Search):
-    strategy = "random"
+    method = "random"
 
     def __init__(self, *args: Any, save_every: int = 10, **kwargs: Any) -> None:
         super().__init__(*args, save_every=save_every, **kwargs)

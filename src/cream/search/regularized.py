@@ -16,7 +16,7 @@ from cream.search.base import Search
 
 
 class RegularizedEvolution(Search):
-    strategy = "regularized"
+    method = "regularized"
 
     def __init__(
         self,

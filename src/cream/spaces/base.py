@@ -22,6 +22,7 @@ class Space(Protocol):
     """What search, supernets and the CLI need from a search space."""
 
     name: str
+    family: str  # the key of its config parser, supernets and model builder in `cream.registry`
 
     def sample(self, rng: random.Random) -> Arch:
         """Draw one arch uniformly from the space."""
@@ -37,6 +38,9 @@ class Space(Protocol):
 
     def cost(self, arch: Arch) -> dict[str, int]:
         """Analytic `{"params": int, "macs": int}` of the arch, without building a model."""
+
+    def num_archs(self) -> int:
+        """Number of distinct archs in the space."""
 
 
 def arch_key(arch: Arch) -> Hashable:

@@ -99,6 +99,7 @@ class NB201Space:
     """
 
     name = "nb201"
+    family = "nb201"
     ops = OPS
     edges = EDGES
 
@@ -118,6 +119,9 @@ class NB201Space:
         self.cells_per_stage = cells_per_stage
         self.input_size = input_size
         self._costs: dict[tuple[str, ...], dict[str, int]] = {}
+
+    def num_archs(self) -> int:
+        return NUM_ARCHS
 
     def sample(self, rng: random.Random) -> Arch:
         return {"ops": [rng.choice(OPS) for _ in EDGES]}

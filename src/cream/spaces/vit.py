@@ -12,7 +12,7 @@ import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from cream.errors import ArchError, ConfigError
 from cream.registry import register_family, register_space
@@ -31,6 +31,7 @@ class ViTSpace:
     released checkpoints need; by default Q, K and V are three blocks sliced alike.
     """
 
+    family: ClassVar[str] = "vit"
     name: str
     embed_dims: tuple[int, ...]
     depths: tuple[int, ...]

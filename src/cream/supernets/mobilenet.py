@@ -19,13 +19,15 @@ from timm.models._efficientnet_builder import efficientnet_init_weights
 from torch import nn
 
 from cream.models.mobilenet import build_child, make_block, pretrained_cfg, timm_kwargs
-from cream.registry import register_supernet
+from cream.registry import SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch, arch_key
 from cream.spaces.mobilenet import SKIP, MobileNetSpace
 
 
 class MobileNetSupernet(nn.Module):
     """Weights of every path of a `MobileNetSpace`; one path runs per forward."""
+
+    kind = SINGLE_PATH
 
     def __init__(self, space: MobileNetSpace, num_classes: int | None = None, drop_rate: float | None = None):
         super().__init__()
@@ -125,4 +127,4 @@ class MobileNetSupernet(nn.Module):
         return child.to(next(self.parameters()).device).train(self.training)
 
 
-register_supernet(MobileNetSpace, MobileNetSupernet)
+register_supernet("mobilenet", SINGLE_PATH, MobileNetSupernet)

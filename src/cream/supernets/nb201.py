@@ -14,10 +14,11 @@ import re
 import torch
 from torch import nn
 
-from cream.models.nb201 import NB201Macro, NB201Net, cell_forward, make_op
-from cream.registry import register_supernet
+from cream.models.nb201 import NB201Macro, NB201Net, build_nb201, cell_forward, make_op
+from cream.registry import SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.nb201 import EDGES, OPS, NB201Space
+from cream.supernets.base import arch_selected
 
 _EDGE_OP = re.compile(r"(cells\.\d+\.edges\.\d+)\.(\w+)\.(.+)")
 
@@ -40,6 +41,8 @@ class MixedCell(nn.Module):
 class NB201Supernet(NB201Macro):
     """Shared weights of the whole NB201 space (the space's macro network sizes)."""
 
+    kind = SINGLE_PATH
+
     def __init__(self, space: NB201Space) -> None:
         super().__init__(MixedCell, space.num_classes, space.channels, space.cells_per_stage, space.input_size)
         self.space = space
@@ -53,11 +56,23 @@ class NB201Supernet(NB201Macro):
             if isinstance(cell, MixedCell):
                 cell.ops = list(self.arch["ops"])
 
+    def forward(self, x: torch.Tensor, arch: Arch | None = None) -> torch.Tensor:
+        """Run the selected arch, or `arch` if given (without changing the selection)."""
+        with arch_selected(self, arch):
+            return super().forward(x)
+
+    def path_parameters(self, arch: Arch | None = None) -> list[nn.Parameter]:
+        """Everything but the blocks of the ops `arch` does not choose."""
+        ops = self.arch["ops"] if arch is None else self.space.validate(arch)["ops"]
+        unused = {id(p) for cell in self.cells if isinstance(cell, MixedCell)
+                  for op, edge in zip(ops, cell.edges, strict=True)
+                  for name, block in edge.items() if name != op for p in block.parameters()}
+        return [p for p in self.parameters() if id(p) not in unused]
+
     def extract(self, arch: Arch | str) -> NB201Net:
         """The standalone network of `arch` with the supernet's weights and BN statistics copied in."""
         arch = self.space.validate(arch)
-        s = self.space
-        net = NB201Net(arch, s.num_classes, s.channels, s.cells_per_stage, s.input_size)
+        net = build_nb201(self.space, arch)
         state = {}
         for key, value in self.state_dict().items():
             m = _EDGE_OP.fullmatch(key)
@@ -69,4 +84,4 @@ class NB201Supernet(NB201Macro):
         return net.to(next(self.parameters()).device).train(self.training)
 
 
-register_supernet(NB201Space, NB201Supernet)
+register_supernet("nb201", SINGLE_PATH, NB201Supernet)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from cream.models.autoformer import AutoFormer, init_vit_weights, model_kwargs
+from cream.models.autoformer import AutoFormer, build_autoformer, init_vit_weights
 from cream.nn.elastic import (
     ElasticAttention,
     ElasticConv2d,
@@ -24,9 +24,10 @@ from cream.nn.elastic import (
     leading,
 )
 from cream.nn.vit_blocks import PatchEmbed, ViTHead, gelu_fp32
-from cream.registry import register_supernet
+from cream.registry import SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.vit import ViTSpace
+from cream.supernets.base import arch_selected
 
 
 class ElasticMlp(nn.Module):
@@ -85,6 +86,8 @@ class ViTSupernet(ViTHead, nn.Module):
     stochastic-depth rate is `linspace(0, drop_path_rate, super_depth)[i]` whatever the depth.
     """
 
+    kind = SINGLE_PATH
+
     def __init__(self, space: ViTSpace, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, global_pool: str = "avg") -> None:
         super().__init__()
@@ -125,6 +128,17 @@ class ViTSupernet(ViTHead, nn.Module):
         if isinstance(self.head, ElasticLinear):
             self.head.set_active(d, self.num_classes)
 
+    def forward(self, x: Tensor, arch: Arch | None = None) -> Tensor:
+        """Run the selected arch, or `arch` if given (without changing the selection)."""
+        with arch_selected(self, arch):
+            return super().forward(x)
+
+    def path_parameters(self, arch: Arch | None = None) -> list[nn.Parameter]:
+        """The super tensors whose slices `arch` uses: all but the blocks past its depth."""
+        depth = self._depth if arch is None else self.space.validate(arch)["depth"]
+        unused = {id(p) for blk in self.blocks[depth:] for p in blk.parameters()}
+        return [p for p in self.parameters() if id(p) not in unused]
+
     def _embeddings(self) -> tuple[Tensor, Tensor]:
         """The class token and position embedding of the active embed dim (whole when it is E)."""
         d = self._dim
@@ -157,10 +171,9 @@ class ViTSupernet(ViTHead, nn.Module):
         previous = self._arch
         self.set_arch(arch)
         try:
-            scale = self._dim / self.space.super_embed_dim
-            model = AutoFormer(**{**model_kwargs(self.space, self._arch), "num_classes": self.num_classes},
-                               global_pool=self.global_pool, drop_rate=self.drop_rate * scale,
-                               attn_drop_rate=self.attn_drop_rate * scale, drop_path_rate=self.drop_path_rate)
+            model = build_autoformer(self.space, self._arch, num_classes=self.num_classes,
+                                     global_pool=self.global_pool, drop_rate=self.drop_rate,
+                                     attn_drop_rate=self.attn_drop_rate, drop_path_rate=self.drop_path_rate)
             cls, pos = self._embeddings()
             state = {"cls_token": cls, "pos_embed": pos}
             for name in ("patch_embed", "norm", "head"):
@@ -173,4 +186,4 @@ class ViTSupernet(ViTHead, nn.Module):
         return model.train(self.training).to(self.cls_token.device)
 
 
-register_supernet(ViTSpace, ViTSupernet)
+register_supernet("vit", SINGLE_PATH, ViTSupernet)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cream.config import StrategyConfig
 from cream.errors import ConfigError
 from cream.spaces.base import Space
-from cream.train.cream_strategy import Cream
+from cream.train.cream import Cream
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 

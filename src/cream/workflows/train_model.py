@@ -1,4 +1,9 @@
-"""Train and test standalone models: what `cream retrain`, `cream test` and `cream run` call."""
+"""Train and test one standalone model: what `cream retrain`, `cream test` and `cream run`'s last stage call.
+
+The model is a timm name (`model.name`), or an arch of the config's space (`arch`), built directly
+(`cream.models.build_model`) or, with `init`, extracted once from a trained supernet run. Testing
+a finished run needs only its own folder: the weights are loaded into a freshly built model.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +15,27 @@ from torch import nn
 
 from cream.config import RunConfig, to_dict, with_space_classes
 from cream.data import build_splits
+from cream.models import build_model
 from cream.profiling import create_model
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
+from cream.workflows.supernet import arch_model_kwargs, load_supernet, resolve_space
 
 
-def build_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    """The configured model: `cfg.arch` of `cfg.space` if an arch is set, else the timm model `cfg.model.name`."""
+def configured_model(cfg: RunConfig, num_classes: int, inherit: bool = True) -> nn.Module:
+    """The configured model: `cfg.arch` of `cfg.space` if an arch is set, else the timm model `cfg.model.name`.
+
+    With `inherit` and `cfg.init`, the arch takes its weights from the supernet run in `cfg.init`.
+    """
     if cfg.arch:
-        from cream.oneshot import build_arch_model
-
-        return build_arch_model(cfg, num_classes)
+        space = resolve_space(cfg, num_classes)
+        arch = space.validate(cfg.arch)
+        if inherit and cfg.init:
+            return load_supernet(cfg, Path(cfg.init), num_classes).extract(arch)
+        return build_model(space, arch, **arch_model_kwargs(cfg))
     kwargs: dict[str, Any] = dict(cfg.model.kwargs)
     kwargs.setdefault("num_classes", num_classes)
     if cfg.model.drop_path:
@@ -39,7 +51,8 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     t = cfg.train
     seed_everything(t.seed, t.deterministic, t.threads)
     splits = build_splits(cfg.data)
-    engine = Engine(cfg, build_model(cfg, splits.num_classes), splits, run)
+    # A resumed run restores every weight from its checkpoint: the supernet in `init` is not read again.
+    engine = Engine(cfg, configured_model(cfg, splits.num_classes, inherit=not resume), splits, run)
     if engine.dist.is_main and not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     if resume:
@@ -63,10 +76,10 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
 
 
 def test_weights(cfg: RunConfig, weights: Path) -> dict[str, Any]:
-    """Top-1/top-5 of saved weights on the test split of the configured data."""
+    """Top-1/top-5 of saved weights on the test split of the configured data (no other run is read)."""
     seed_everything(cfg.train.seed, threads=cfg.train.threads)
     splits = build_splits(cfg.data)
-    model = build_model(cfg, splits.num_classes)
+    model = configured_model(cfg, splits.num_classes, inherit=False)
     load_weights(model, weights)
     res = evaluate(model.to(pick_device(cfg.train.device)), splits.test, batch_size=cfg.data.eval_batch_size,
                    workers=cfg.data.workers)

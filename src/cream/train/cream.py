@@ -12,134 +12,25 @@ Spec: shared/specs/cream.md §5; deviations from the original code (§8) are in 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from cream.cost.limits import millions_window
 from cream.errors import ConfigError
-from cream.search.base import millions_window
-from cream.search.bn_recal import bn_layers
-from cream.spaces.base import Arch, Space, arch_key
-from cream.spaces.mobilenet import MobileNetSpace
+from cream.nn.batchnorm import frozen_bn_stats
+from cream.spaces.base import Arch, Space
+from cream.teachers.losses import soft_cross_entropy
+from cream.train.board import BoardEntry, MatchingNetwork, PathBoard
 from cream.train.distributed import from_rank0, mean_over_ranks
+from cream.train.hypergrad import lookahead, twice_differentiable
 from cream.train.uniform import Uniform
 
 SCORES = ("top1", "neg_loss")
 TIE_BREAKS = ("larger", "smaller")
 PICKS = ("meta", "top1")
-MACS_CONVENTION = "ptflops-search"
-
-
-@dataclass
-class BoardEntry:
-    """A path on the board: its score, its MACs, and a few training images with its own softmax on them."""
-
-    arch: Arch
-    score: float
-    macs: int
-    images: torch.Tensor | None = None
-    probs: torch.Tensor | None = None
-
-
-class PathBoard:
-    """The prioritized path board (spec §5.4): the best paths seen so far, best first.
-
-    A path is admitted if the board is not full, or if it beats the worst entry's score by more
-    than `gap`, or beats it at fewer MACs. Order: score descending, ties broken by MACs
-    (`tie_break` "larger" first, the original's order, or "smaller" first). With `dedup`, a path
-    holds at most one slot: a new measurement replaces its entry only if it scores higher.
-    """
-
-    def __init__(self, size: int = 10, gap: float = 5.0, tie_break: str = "larger", dedup: bool = True) -> None:
-        self.size, self.gap, self.tie_break, self.dedup = size, gap, tie_break, dedup
-        self.entries: list[BoardEntry] = []
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def _find(self, arch: Arch) -> BoardEntry | None:
-        key = arch_key(arch)
-        return next((e for e in self.entries if arch_key(e.arch) == key), None)
-
-    def accepts(self, arch: Arch, score: float, macs: int) -> bool:
-        """Whether `add` would take a path with this score and MACs."""
-        if self.dedup and (old := self._find(arch)) is not None:
-            return score > old.score
-        if len(self.entries) < self.size:
-            return True
-        worst = self.entries[-1]
-        return score > worst.score + self.gap or (score > worst.score and macs < worst.macs)
-
-    def add(self, entry: BoardEntry) -> None:
-        """Insert an entry that `accepts` admitted, keep the order and drop what falls off the end."""
-        if self.dedup:
-            key = arch_key(entry.arch)
-            self.entries = [e for e in self.entries if arch_key(e.arch) != key]
-        self.entries.append(entry)
-        sign = -1 if self.tie_break == "larger" else 1
-        self.entries.sort(key=lambda e: (-e.score, sign * e.macs))  # stable: full ties keep admission order
-        del self.entries[self.size:]
-
-
-class MatchingNetwork(nn.Module):
-    """Cream's meta-matching network: one linear layer (classes x images -> 1) that scores how well a
-    board path suits the current student from the difference of their softmax outputs on the
-    board path's stored images. Initialised as the original (timm's init of a Linear with one
-    output: weights U(-1, 1), bias 0)."""
-
-    def __init__(self, num_classes: int, images: int, generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.layer = nn.Linear(num_classes * images, 1)
-        with torch.no_grad():
-            self.layer.weight.uniform_(-1.0, 1.0, generator=generator)
-            self.layer.bias.zero_()
-
-    def forward(self, diff: torch.Tensor) -> torch.Tensor:
-        """`diff`: (entries, images, classes) softmax differences -> one score per entry."""
-        return self.layer(diff.flatten(-2)).squeeze(-1)
-
-
-@contextmanager
-def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """Train-mode BN normalises with batch statistics but leaves its running statistics alone."""
-    layers = bn_layers(model)
-    for m in layers:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.track_running_stats = True
-
-
-class _HardSigmoid(nn.Module):
-    """relu6(x + 3) / 6 from ops with second derivatives (`nn.Hardsigmoid`'s backward has none)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x + 3).clamp(0, 6) / 6
-
-
-@contextmanager
-def twice_differentiable(model: nn.Module) -> Iterator[None]:
-    """Swap modules without a double backward for equivalents that have one (for the hypergradient)."""
-    swapped = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
-               if isinstance(child, nn.Hardsigmoid)]
-    for parent, name, _ in swapped:
-        setattr(parent, name, _HardSigmoid())
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            setattr(parent, name, child)
-
-
-def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Distillation loss at temperature 1: mean over the batch of -sum_c p_c log softmax(z)_c."""
-    return -(target_probs * logits.float().log_softmax(-1)).sum(-1).mean()
+MACS_CONVENTION = "ptflops-search"  # the original's per-path estimator, where the space counts in it
 
 
 class Cream(Uniform):
@@ -163,10 +54,7 @@ class Cream(Uniform):
                  score: str = "top1", tie_break: str = "larger", dedup: bool = True, macs_min: float = 0.0,
                  macs_max: float = 0.0, pick: str = "meta", meta_lr: float = 1e-4, meta_momentum: float = 0.9,
                  legacy_weight: bool = False, legacy_hypergrad: bool = False) -> None:
-        if not isinstance(space, MobileNetSpace):
-            raise ConfigError(f"strategy 'cream' needs a MobileNet-style space (family mobilenet, preset cream); "
-                              f"'{space.name}' is not one")
-        super().__init__(space, seed, probs=probs)
+        super().__init__(space, seed, **({} if probs is None else {"probs": probs}))
         _check("board_size", board_size, _is_int(board_size) and board_size >= 1, "an integer >= 1")
         _check("board_images", board_images, _is_int(board_images) and board_images >= 1, "an integer >= 1")
         _check("meta_start_epoch", meta_start_epoch, _is_int(meta_start_epoch) and meta_start_epoch >= -1,
@@ -184,6 +72,13 @@ class Cream(Uniform):
         self.macs_window = millions_window(macs_min, macs_max) or (0.0, math.inf)
         self.legacy_weight, self.legacy_hypergrad = bool(legacy_weight), bool(legacy_hypergrad)
         self.meta_updates = 0
+        self.macs_convention = MACS_CONVENTION if MACS_CONVENTION in getattr(space, "conventions", ()) else None
+
+    def path_macs(self, arch: Arch) -> int:
+        """MACs of a path for the board's window and tie-breaks (Cream's own convention where the space has it)."""
+        if self.macs_convention is None:
+            return self.space.cost(arch)["macs"]
+        return self.space.cost(arch, convention=self.macs_convention)["macs"]
 
     def setup(self, engine: Any) -> None:
         super().setup(engine)
@@ -221,7 +116,7 @@ class Cream(Uniform):
               ce: torch.Tensor) -> bool:
         """Put the step's path on the board if it qualifies; the score is averaged over ranks, and the
         stored images and softmax come from rank 0, so every rank holds the same board."""
-        macs = self.space.cost(arch, convention=MACS_CONVENTION)["macs"]
+        macs = self.path_macs(arch)
         if not self.macs_window[0] <= macs <= self.macs_window[1]:
             return False
         with torch.no_grad():
@@ -279,17 +174,13 @@ class Cream(Uniform):
             with torch.no_grad():
                 teacher_probs = net(images[:n].float(), arch=self.board.entries[index].arch).softmax(-1)
             kd = weight * soft_cross_entropy(net(images[:n].float(), arch=arch), teacher_probs)
-            grads = torch.autograd.grad(kd, list(theta.values()), create_graph=True, allow_unused=True)
             lr = meta_lr if self.legacy_hypergrad else e.optimizer.param_groups[0]["lr"]
-            stepped = {name: p if g is None else p - lr * g for (name, p), g in zip(theta.items(), grads, strict=True)}
-            out = torch.func.functional_call(net, stepped, (images[n:2 * n].float(),), {"arch": arch})
-            val_loss = e.criterion(out, targets[n:2 * n])
-            if self.legacy_hypergrad:  # the original differentiates through the first path tensor only
-                first = next(iter(stepped.values()))
-                (v,) = torch.autograd.grad(val_loss, [first])
-                hyper = torch.autograd.grad(first, meta_params, grad_outputs=v, allow_unused=True)
-            else:
-                hyper = torch.autograd.grad(val_loss, meta_params, allow_unused=True)
+
+            def val_loss(stepped: dict[str, torch.Tensor]) -> torch.Tensor:
+                out = torch.func.functional_call(net, stepped, (images[n:2 * n].float(),), {"arch": arch})
+                return e.criterion(out, targets[n:2 * n])
+
+            hyper = lookahead(kd, theta, lr, val_loss, meta_params, first_only=self.legacy_hypergrad)
         for p, h in zip(meta_params, hyper, strict=True):
             p.grad = mean_over_ranks(torch.zeros_like(p) if h is None else h.detach(), e.dist)
         nn.utils.clip_grad_norm_(meta_params, 1.0)

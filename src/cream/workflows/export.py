@@ -1,4 +1,7 @@
-"""Export one arch as a standalone model: safetensors weights with the arch in their metadata."""
+"""Export one arch as a standalone model (`cream export`): safetensors weights with the arch in their metadata.
+
+`cream.models.load_exported` (or `timm.create_model("cream_searched", file=...)`) reads the file back.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ import torch
 
 from cream.config import RunConfig, load_config
 from cream.errors import CreamError
-from cream.oneshot import SUPERNET_WEIGHTS, load_supernet, new_supernet, resolve_space
+from cream.models import build_model
 from cream.profiling import profile
 from cream.spaces.base import load_arch
 from cream.weights import load_weights
+from cream.workflows.supernet import SUPERNET_WEIGHTS, arch_model_kwargs, load_supernet, resolve_space
 
 
 def export(source: str | Path, arch_file: str | Path | None, out: str | Path, onnx: bool = False) -> dict[str, Any]:
@@ -37,7 +41,7 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     elif (src / "model.safetensors").is_file() and cfg.arch:
         if space.validate(cfg.arch) != arch:
             raise CreamError(f"'{src}' trained arch {json.dumps(cfg.arch)}, not the one given in --arch")
-        model = new_supernet(cfg, space).extract(arch)
+        model = build_model(space, arch, **arch_model_kwargs(cfg))
         load_weights(model, src / "model.safetensors")
     else:
         raise CreamError(f"'{src}' holds neither {SUPERNET_WEIGHTS} nor a retrained model.safetensors")
@@ -55,25 +59,3 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
         torch.onnx.export(model, torch.zeros(1, *size), str(out.with_suffix(".onnx")), dynamo=False)
         info["onnx"] = str(out.with_suffix(".onnx"))
     return info
-
-
-def load_exported(path: str | Path) -> torch.nn.Module:
-    """The standalone model of a file written by `export` (its arch and space are in the metadata)."""
-    from safetensors import safe_open
-
-    from cream.registry import build_supernet, get_space
-
-    path = Path(path)
-    if not path.is_file():
-        raise CreamError(f"exported model '{path}' does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except Exception as e:  # noqa: BLE001 - any decoding failure means an unreadable file
-        raise CreamError(f"exported model '{path}' cannot be read: {str(e).splitlines()[0]}") from None
-    if "arch" not in meta or "space" not in meta:
-        raise CreamError(f"'{path}' has no arch/space metadata; was it written by `cream export`?")
-    space = get_space({**json.loads(meta["space"]), "num_classes": int(meta["num_classes"])})
-    model = build_supernet(space).extract(space.validate(json.loads(meta["arch"])))
-    load_weights(model, path)
-    return model

@@ -19,9 +19,9 @@ from torch import Tensor, nn
 
 from cream.config import RunConfig, to_dict, with_overrides
 from cream.errors import CheckpointError, ConfigError
-from cream.oneshot import SUPERNET_WEIGHTS, new_supernet, resolve_space
 from cream.run_dir import RunDir
 from cream.weights import read_checkpoint, save_weights
+from cream.workflows.supernet import SUPERNET_WEIGHTS, new_supernet, resolve_space
 
 # Original name (regex) -> ours. Names not listed (cls_token, pos_embed, attn.qkv, attn.proj,
 # norm, head) are the same on both sides.

@@ -111,3 +111,16 @@ def bn_recalibrated(model: nn.Module, batches: Iterable[Any], num_images: int, a
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Train-mode BN normalises with batch statistics but leaves its running statistics alone."""
+    layers = bn_layers(model)
+    for m in layers:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.track_running_stats = True

@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from cream.bench.nb201 import NB201Table
-from cream.errors import ConfigError
 from cream.report.plots import plot_rank_scatter
 from cream.search.rank import DEFAULT_KS, rank_stats, stratified_sample
 from cream.spaces.base import Arch
-from cream.spaces.nb201 import NB201Space, arch_to_str, index_to_arch
+from cream.spaces.nb201 import arch_to_str, index_to_arch
+from cream.tabular.nb201 import NB201Table
 
 TRUTH = "cifar10_test_200ep"
 REFERENCES: tuple[str, ...] = ("cifar10_val_12ep", "cifar10_test_12ep")
@@ -45,33 +44,6 @@ def rank_scores(score: Callable[[Arch], float], table: NB201Table, sample: int =
     rank = {"truth": truth, "sample": sample, "sample_seed": seed, **rank_stats(true, scores, ks),
             "reference": reference}
     return {"records": records, "rank": rank}
-
-
-def rank_supernet_run(supernet_run: str | Path, table: NB201Table, sample: int = 100, seed: int = 0,
-                      bn_recal_images: int = 1024, eval_images: int = 0) -> dict[str, Any]:
-    """`rank_scores` of a `cream supernet` run: top-1 (%) with inherited weights on the run's held-out split.
-
-    Each cell is scored exactly as `cream search` scores it (`cream.oneshot.load_scorer`), with
-    its BN statistics recalibrated on `bn_recal_images` training images (0 = the supernet's own).
-    """
-    from cream.config import RunConfig, load_config
-    from cream.oneshot import load_scorer
-
-    run = Path(supernet_run)
-    if not (run / "config.yaml").is_file():
-        raise ConfigError(f"'{run}' is not a run directory (no config.yaml)")
-    cfg = load_config(RunConfig, run / "config.yaml",
-                      [f"search.bn_recal_images={bn_recal_images}", f"search.eval_images={eval_images}",
-                       f"search.seed={seed}"])
-    scorer, _ = load_scorer(cfg, run)
-    space = scorer.net.space
-    if not isinstance(space, NB201Space):
-        raise ConfigError(f"run '{run}' trained a supernet of space '{space.name}'; ranking against the "
-                          "NAS-Bench-201 table needs an nb201 supernet")
-    result = rank_scores(lambda arch: 100.0 * scorer(arch), table, sample, seed)
-    result["rank"].update({"supernet": str(run), "bn_recal_images": bn_recal_images,
-                           "eval_images": len(scorer.val)})
-    return result
 
 
 def write_rank(out: str | Path, result: dict[str, Any]) -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """The NAS-Bench-201 table (shared/specs/data.md §3) and search simulations on it.
 
 `NB201Table(path)` loads the CSV once into one numpy column per metric, so a query is an index
-lookup. `run_bench` runs a search strategy over many seeds with the clean protocol: search on a
+lookup. `run_bench` runs a search method over many seeds with the clean protocol: search on a
 validation column (default `cifar10_val_12ep`), report a test column (default
 `cifar10_test_200ep`) of the arch the search picked, optionally under a latency limit.
 """
@@ -28,7 +28,7 @@ ACCURACY_COLUMNS: tuple[str, ...] = (
 )
 LATENCY_PREFIX = "lat_ms_"
 
-# Strategy settings used by `run_bench` unless overridden: sized for budgets of 25 … 500 queries.
+# Method settings used by `run_bench` unless overridden: sized for budgets of 25 … 500 queries.
 BENCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "random": {},
     "regularized": {"population": 10, "sample": 3},
@@ -100,7 +100,7 @@ class NB201Table:
 
 def run_bench(
     table: NB201Table | str | Path,
-    strategy: str,
+    method: str,
     queries: int,
     seeds: int | Iterable[int],
     search_metric: str = "cifar10_val_12ep",
@@ -108,9 +108,9 @@ def run_bench(
     latency_device: str | None = None,
     latency_limit_ms: float | None = None,
     checkpoints: Sequence[int] = (25, 50, 100, 200, 500),
-    **strategy_kwargs: Any,
+    **method_kwargs: Any,
 ) -> dict[str, Any]:
-    """Simulate `strategy` with a budget of `queries` unique archs for each seed.
+    """Simulate `method` with a budget of `queries` unique archs for each seed.
 
     Returns (JSON-able) the mean and std (population) over seeds of the report metric of the
     final pick, and the same for the best-so-far pick (chosen by `search_metric`) after each
@@ -141,7 +141,7 @@ def run_bench(
     if not seeds:
         raise ConfigError("run_bench needs at least one seed")
     checkpoints = sorted({c for c in checkpoints if 0 < c < queries} | {queries})
-    kwargs = {**BENCH_DEFAULTS.get(strategy, {}), **strategy_kwargs}
+    kwargs = {**BENCH_DEFAULTS.get(method, {}), **method_kwargs}
 
     space = NB201Space()
 
@@ -157,7 +157,7 @@ def run_bench(
     curves: dict[int, list[float]] = {c: [] for c in checkpoints}
     picks: list[int] = []
     for seed in seeds:
-        result = make_search(strategy, space, score, feasible=feasible, budget=queries, seed=seed,
+        result = make_search(method, space, score, feasible=feasible, budget=queries, seed=seed,
                              **kwargs).run()
         picked = [arch_to_index(result.records[i]["arch"]) for i in result.best_at]
         for c in checkpoints:
@@ -170,7 +170,7 @@ def run_bench(
 
     optimum = int(np.flatnonzero(feasible_mask)[np.argmax(report_values[feasible_mask])])
     return {
-        "strategy": strategy,
+        "method": method,
         "settings": kwargs,
         "queries": queries,
         "seeds": len(seeds),

@@ -1,0 +1,1 @@
+"""Teachers for distillation and the losses that use them."""

@@ -1,0 +1,81 @@
+"""Search a trained supernet's space with inherited weights (`cream search`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from cream.config import RunConfig, SearchConfig, to_dict, with_space_classes
+from cream.cost.limits import cost_window, millions_window
+from cream.data import Splits, build_splits
+from cream.errors import CreamError
+from cream.report.summary import write_report
+from cream.run_dir import RunDir
+from cream.search import search
+from cream.search.inherited import InheritedScorer
+from cream.train.engine import pick_device, seed_everything
+from cream.workflows.supernet import load_supernet
+
+
+def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Splits]:
+    """The data of `cfg` (seeded with `search.seed`) and a scorer over the supernet trained in `supernet_run`.
+
+    Shared by `cream search` and `cream rank --supernet`, so both score an arch the same way.
+    """
+    seed_everything(cfg.search.seed, threads=cfg.train.threads)
+    splits = build_splits(cfg.data)
+    net = load_supernet(cfg, supernet_run, splits.num_classes)
+    return InheritedScorer(net, splits, cfg, pick_device(cfg.train.device)), splits
+
+
+def search_windows(s: SearchConfig) -> dict[str, tuple[float, float]]:
+    """The configured params / MACs windows of a search, in absolute counts (only the limited ones)."""
+    windows = {"params": millions_window(s.params_min, s.params_max), "macs": millions_window(s.macs_min, s.macs_max)}
+    return {k: w for k, w in windows.items() if w is not None}
+
+
+def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+    """Search `cfg.space` with the supernet of `supernet_run`; write arch.json, search.json and search.png."""
+    from cream.report.plots import plot_pareto
+
+    start = time.perf_counter()
+    s = cfg.search
+    scorer, splits = load_scorer(cfg, supernet_run)
+    space = scorer.net.space
+    if not resume:
+        run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
+    windows = search_windows(s)
+    feasible = cost_window(space, **windows) if windows else None
+    common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
+                              "state_path": run.file("search_state.json")}
+    if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
+        common["board"] = read_board(supernet_run)
+    result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
+    if not result.records:
+        raise CreamError("the search evaluated no arch: no arch of the space meets the limits "
+                         f"params {windows.get('params')} / macs {windows.get('macs')}")
+    # copies: the test accuracy belongs to the "top" list only, not to search.json's records and best
+    top = [{**rec, "test_top1": scorer.score(rec["arch"], scorer.test)} for rec in result.top(s.test_top_k)]
+    best = result.best
+    arch_doc = {"arch": best["arch"], "space": cfg.space, "score": best["score"], "cost": best["cost"],
+                "test_top1": top[0]["test_top1"] if top else None}
+    run.write_json("arch.json", arch_doc)
+    run.write_json("search.json", {**result.to_dict(), "top": top})
+    plot_pareto(result.records, run.file("search.png"), cost="params")
+    summary = {"method": s.method, "queries": len(result.records), "best_score": best["score"],
+               "best_params": best["cost"]["params"], "best_macs": best["cost"]["macs"],
+               "best_test_top1_inherited": arch_doc["test_top1"], "wall_s": round(time.perf_counter() - start, 2)}
+    run.write_json("summary.json", summary)
+    write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
+    return summary
+
+
+def read_board(supernet_run: Path) -> list[dict[str, Any]]:
+    """The final prioritized board of a supernet trained with strategy 'cream' (best path first)."""
+    path = Path(supernet_run) / "board.json"
+    if not path.is_file():
+        raise CreamError(f"'{supernet_run}' holds no board.json; search method 'board' needs a supernet "
+                         "trained with strategy 'cream'")
+    return json.loads(path.read_text())
