@@ -12,6 +12,7 @@ from conftest import TINY_CREAM
 
 from cream.errors import ArchError, ConfigError
 from cream.spaces import get_space
+from cream.spaces.mobilenet import CREAM_OPS
 from cream.supernets import build_supernet
 
 VIT = {"family": "vit", "name": "vit-test", "embed_dims": [16, 24, 32], "depths": [1, 2, 3], "num_heads": [1, 2],
@@ -109,6 +110,12 @@ def test_family_specifics():
     assert narrow.to_config()["meta"] == {"flops_range": [0, 600], "layers": [2, 1, 1, 1, 1]}
     assert narrow.to_config()["allowed"][1][1] == ["ir_k3_e4_se"]
     assert get_space(narrow.to_config()) == narrow and narrow.name == "cream"
+    # Op weights may still name ops the narrowed space dropped (a recipe's `probs` stays valid).
+    two = cream.restrict({d: ["ir_k3_e4_se", "ir_k5_e4_se"] for d, v in cream.choices().items() if len(v) > 1})
+    rng = random.Random(0)
+    drawn = {op for _ in range(20) for st in two.sample(rng, probs={o: 1.0 for o in CREAM_OPS})["ops"][1:-1]
+             for op in st}
+    assert drawn == {"ir_k3_e4_se", "ir_k5_e4_se"}
 
 
 @pytest.mark.parametrize("spec, choices, message", [

@@ -101,7 +101,7 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if engine.dist.is_main:
         save_weights(engine.model, run.file(SUPERNET_WEIGHTS))
-        run.write_json(SPACE_FILE, (strategy.space or space).to_config())
+        run.write_json(SPACE_FILE, (space if strategy.space is None else strategy.space).to_config())
         for name, obj in strategy.artifacts().items():
             run.write_json(name, obj)
         run.write_json("summary.json", summary)

@@ -100,7 +100,7 @@ class MobileNetSpace:
                          for layer in st] for st in self.allowed]}
 
     def _check_probs(self, probs: dict[str, float]) -> None:
-        ops = {o for st in self.allowed for layer in st for o in layer}
+        ops = {o for st in self.config.stages for layer in st.ops for o in layer}  # a narrowed space's too
         if not isinstance(probs, dict) or any(
                 k not in ops or isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
                 for k, v in probs.items()):
