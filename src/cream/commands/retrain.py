@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from cream.commands import add_run_options, load_run_config, print_summary
 from cream.spaces.base import read_arch_file
@@ -14,14 +15,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "then test it.")
     add_run_options(p)
     p.add_argument("--arch", metavar="ARCH.json",
-                   help="train this arch of the config's space (e.g. a search's arch.json, which names its space)")
+                   help="train this arch of the config's space (e.g. a search's arch.json, whose space, the one "
+                        "the search ran in, then replaces the config's)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from cream.workflows.train_model import train_standalone
 
-    cfg, run = load_run_config(args, base=arch_base(args.arch) if args.arch else None)
+    base = arch_base(args.arch) if args.arch else None
+    cfg, run = load_run_config(args, base=base)
+    if base and "space" in base and not args.resume:  # merged with the config's, it could name no space at all
+        cfg = dataclasses.replace(cfg, space=base["space"])
     summary = train_standalone(cfg, run, resume=bool(args.resume))
     print_summary(args, summary, run.path)
     return 0

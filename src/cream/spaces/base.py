@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from cream.errors import ArchError
+from cream.errors import ArchError, ConfigError
 
 Arch = dict[str, Any]
 
@@ -42,6 +42,22 @@ class Space(Protocol):
     def num_archs(self) -> int:
         """Number of distinct archs in the space."""
 
+    def choices(self) -> dict[str, tuple[Any, ...]]:
+        """Each decision of the space (named as `validate`'s errors name it) and the values it allows."""
+
+    def arch_choices(self, arch: Arch) -> dict[str, tuple[Any, ...]]:
+        """The values a valid `arch` takes for each decision (a gene shared by several layers may take several)."""
+
+    def restrict(self, choices: Mapping[str, Sequence[Any]]) -> Space:
+        """The same space, with the same supernet shape, allowing only `choices[d]` for each decision d named.
+
+        Sampling, mutation, crossover, validation and counting of the result stay inside it, so a
+        supernet trained on the wide space serves the narrow one (a shrinking strategy narrows it).
+        """
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON/YAML-safe mapping that `cream.spaces.get_space` rebuilds into an equal space."""
+
 
 def arch_key(arch: Arch) -> Hashable:
     """A hashable identity for an arch (canonical JSON), used to skip visited archs."""
@@ -54,6 +70,40 @@ def check_choice(field: str, value: Any, choices: Sequence[Any]) -> Any:
         if value == c and type(value) is not bool:
             return c
     raise ArchError(f"arch field '{field}' = {value!r} is not allowed; choose one of {list(choices)}")
+
+
+def narrowed(current: dict[str, tuple[Any, ...]], wanted: Mapping[str, Sequence[Any]],
+             where: str = "restrict") -> dict[str, tuple[Any, ...]]:
+    """`current` with each decision named in `wanted` cut down to those values, in the space's own order.
+
+    A `ConfigError` names an unknown decision, a value the space does not allow there, or an empty subset.
+    """
+    if not isinstance(wanted, Mapping):
+        raise ConfigError(f"{where} needs a mapping of decision -> allowed values, got {type(wanted).__name__}")
+    out = dict(current)
+    for d, values in wanted.items():
+        if d not in current:
+            raise ConfigError(f"{where}: decision {d!r} is unknown; the space has {list(current)}")
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise ConfigError(f"{where}: {d} = {values!r} must be a list of allowed values")
+        bad = [v for v in values if not any(v == c and type(v) is not bool for c in current[d])]
+        if bad:
+            raise ConfigError(f"{where}: {d} = {list(values)!r} allows {bad!r}, which the space does not; "
+                              f"choose a subset of {list(current[d])}")
+        kept = tuple(c for c in current[d] if c in values)
+        if not kept:
+            raise ConfigError(f"{where}: {d} = {list(values)!r} must keep at least one of {list(current[d])}")
+        out[d] = kept
+    return out
+
+
+def plain(obj: Any) -> Any:
+    """`obj` with every tuple turned into a list, recursively (for JSON and safe YAML)."""
+    if isinstance(obj, (list, tuple)):
+        return [plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    return obj
 
 
 def check_keys(arch: Any, required: Sequence[str], where: str = "arch") -> None:

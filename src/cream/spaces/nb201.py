@@ -14,12 +14,14 @@ cell, without the table; tests check all 15,625 rows of the shipped table.
 from __future__ import annotations
 
 import functools
+import math
 import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cream.errors import ArchError, ConfigError
 from cream.registry import register_family, register_space
-from cream.spaces.base import Arch, check_choice, check_keys
+from cream.spaces.base import Arch, check_choice, check_keys, narrowed, plain
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
@@ -96,6 +98,9 @@ class NB201Space:
     The network: stem conv3x3 (C) + BN; three stages of `cells_per_stage` cells with C, 2C, 4C
     channels, separated by residual reduction blocks; BN-ReLU-GAP-linear head. Every cell op maps
     C -> C at stride 1, so `avg_pool_3x3` is a bare pool and `skip_connect` an identity.
+
+    `edge_ops` narrows the ops each edge may choose (default: all of `OPS` everywhere); the
+    supernet still holds every op, and the benchmark's index and strings are unchanged.
     """
 
     name = "nb201"
@@ -104,7 +109,8 @@ class NB201Space:
     edges = EDGES
 
     def __init__(
-        self, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5, input_size: int = 32
+        self, num_classes: int = 10, channels: int = 16, cells_per_stage: int = 5, input_size: int = 32,
+        edge_ops: Sequence[Sequence[str]] | None = None,
     ) -> None:
         sizes = {"num_classes": num_classes, "channels": channels, "cells_per_stage": cells_per_stage,
                  "input_size": input_size}
@@ -118,19 +124,48 @@ class NB201Space:
         self.channels = channels
         self.cells_per_stage = cells_per_stage
         self.input_size = input_size
+        self.edge_ops: tuple[tuple[str, ...], ...] = (OPS,) * len(EDGES)
+        if edge_ops is not None:
+            if isinstance(edge_ops, (str, bytes)) or not isinstance(edge_ops, Sequence) or len(edge_ops) != len(EDGES):
+                raise ConfigError(f"space.edge_ops = {edge_ops!r} must be {len(EDGES)} lists of op names, one per edge")
+            wanted = {f"ops[{e}]": ops for e, ops in enumerate(edge_ops)}
+            self.edge_ops = tuple(narrowed(self.choices(), wanted, where="space.edge_ops").values())
         self._costs: dict[tuple[str, ...], dict[str, int]] = {}
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NB201Space) and self.to_config() == other.to_config()
+
     def num_archs(self) -> int:
-        return NUM_ARCHS
+        return math.prod(len(ops) for ops in self.edge_ops)
+
+    def choices(self) -> dict[str, tuple[str, ...]]:
+        return {f"ops[{e}]": ops for e, ops in enumerate(self.edge_ops)}
+
+    def arch_choices(self, arch: Arch) -> dict[str, tuple[str, ...]]:
+        return {f"ops[{e}]": (op,) for e, op in enumerate(arch["ops"])}
+
+    def restrict(self, choices: Mapping[str, Sequence[str]]) -> NB201Space:
+        """This space with edge e allowing only `choices["ops[e]"]` (edges not named keep theirs)."""
+        return NB201Space(self.num_classes, self.channels, self.cells_per_stage, self.input_size,
+                          edge_ops=list(narrowed(self.choices(), choices).values()))
+
+    def to_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"family": self.family, "num_classes": self.num_classes, "channels": self.channels,
+                               "cells_per_stage": self.cells_per_stage, "input_size": self.input_size}
+        if self.edge_ops != (OPS,) * len(EDGES):
+            cfg["edge_ops"] = plain(self.edge_ops)
+        return cfg
 
     def sample(self, rng: random.Random) -> Arch:
-        return {"ops": [rng.choice(OPS) for _ in EDGES]}
+        return {"ops": [rng.choice(ops) for ops in self.edge_ops]}
 
     def mutate(self, arch: Arch, rng: random.Random) -> Arch:
-        """The standard NB201 mutation: one random edge gets a different op."""
+        """The standard NB201 mutation: one random edge (of those with a choice) gets a different op."""
         ops = list(arch["ops"])
-        edge = rng.randrange(len(EDGES))
-        ops[edge] = rng.choice([op for op in OPS if op != ops[edge]])
+        free = [e for e, allowed in enumerate(self.edge_ops) if len(allowed) > 1]
+        if free:
+            edge = free[rng.randrange(len(free))]
+            ops[edge] = rng.choice([op for op in self.edge_ops[edge] if op != ops[edge]])
         return {"ops": ops}
 
     def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
@@ -140,12 +175,13 @@ class NB201Space:
     def validate(self, arch: Arch | str) -> Arch:
         """Canonical `{"ops": [...]}`; also accepts the benchmark's cell string."""
         if isinstance(arch, str):
-            return str_to_arch(arch)
+            arch = str_to_arch(arch)
         check_keys(arch, ["ops"], where="NB201 arch")
         ops = arch["ops"]
         if not isinstance(ops, list) or len(ops) != len(EDGES):
             raise ArchError(f"NB201 arch field 'ops' = {ops!r} must be a list of {len(EDGES)} op names")
-        return {"ops": [check_choice(f"ops[{i}]", op, OPS) for i, op in enumerate(ops)]}
+        return {"ops": [check_choice(f"ops[{i}]", op, allowed)
+                        for i, (op, allowed) in enumerate(zip(ops, self.edge_ops, strict=True))]}
 
     def cost(self, arch: Arch) -> dict[str, int]:
         key = tuple(arch["ops"])
@@ -173,7 +209,7 @@ class NB201Space:
 
 
 def from_config(**cfg: Any) -> NB201Space:
-    allowed = ("num_classes", "channels", "cells_per_stage", "input_size")
+    allowed = ("num_classes", "channels", "cells_per_stage", "input_size", "edge_ops")
     unknown = sorted(set(cfg) - set(allowed))
     if unknown:
         raise ConfigError(f"space keys {unknown} are unknown for family 'nb201'; allowed {list(allowed)}")

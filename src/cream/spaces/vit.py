@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cream.errors import ArchError, ConfigError
 from cream.registry import register_family, register_space
-from cream.spaces.base import Arch, check_choice, check_keys
+from cream.spaces.base import Arch, check_choice, check_keys, narrowed, plain
 
 ARCH_KEYS = ("embed_dim", "depth", "num_heads", "mlp_ratio")
 
@@ -26,7 +26,9 @@ class ViTSpace:
     """AutoFormer space: choices, super dims and the evolution rule's probabilities.
 
     `super_embed_dim` may exceed the largest choice (the tiny space stores E = 256 but samples
-    d ≤ 240); it sets the supernet's width and the dropout scaling p·d/E. `legacy_qkv_bias`
+    d ≤ 240); it sets the supernet's width and the dropout scaling p·d/E. Likewise `super_depth`,
+    `super_num_heads` and `super_mlp_ratio` (0: the largest choice) fix the supernet's shape, so a
+    space narrowed by `restrict` keeps the weights of the wide one. `legacy_qkv_bias`
     selects the original's qkv slicing (interleaved weight rows, contiguous bias) that the
     released checkpoints need; by default Q, K and V are three blocks sliced alike.
     """
@@ -38,6 +40,9 @@ class ViTSpace:
     num_heads: tuple[int, ...]
     mlp_ratios: tuple[float, ...]
     super_embed_dim: int = 0  # 0: the largest embed dim
+    super_depth: int = 0  # 0: the largest depth
+    super_num_heads: int = 0  # 0: the most heads
+    super_mlp_ratio: float = 0.0  # 0: the largest MLP ratio
     img_size: int = 224
     patch_size: int = 16
     in_chans: int = 3
@@ -62,13 +67,14 @@ class ViTSpace:
             if values[0] <= 0:
                 raise ConfigError(f"space.{name} = {list(values)} must be positive")
             object.__setattr__(self, name, values)
-        if self.super_embed_dim == 0:
-            object.__setattr__(self, "super_embed_dim", self.embed_dims[-1])
-        if self.super_embed_dim < self.embed_dims[-1]:
-            raise ConfigError(
-                f"space.super_embed_dim = {self.super_embed_dim} must be at least the largest "
-                f"embed dim {self.embed_dims[-1]}"
-            )
+        for name, choices, what in (("super_embed_dim", "embed_dims", "embed dim"), ("super_depth", "depths", "depth"),
+                                    ("super_num_heads", "num_heads", "heads count"),
+                                    ("super_mlp_ratio", "mlp_ratios", "MLP ratio")):
+            largest = getattr(self, choices)[-1]
+            if getattr(self, name) == 0:
+                object.__setattr__(self, name, largest)
+            if getattr(self, name) < largest:
+                raise ConfigError(f"space.{name} = {getattr(self, name)} must be at least the largest {what} {largest}")
         if self.img_size % self.patch_size:
             raise ConfigError(
                 f"space.img_size = {self.img_size} must be a multiple of patch_size {self.patch_size}"
@@ -79,16 +85,12 @@ class ViTSpace:
 
     # ---- super dims (the supernet's shape) ----
     @property
-    def super_depth(self) -> int:
-        return self.depths[-1]
-
-    @property
     def super_qkv_dim(self) -> int:
-        return self.num_heads[-1] * self.head_dim
+        return self.super_num_heads * self.head_dim
 
     @property
     def super_mlp_dim(self) -> int:
-        return int(self.super_embed_dim * self.mlp_ratios[-1])
+        return int(self.super_embed_dim * self.super_mlp_ratio)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -117,6 +119,24 @@ class ViTSpace:
         return len(self.embed_dims) * sum(per_layer**L for L in self.depths)
 
     # ---- the Space protocol ----
+    def choices(self) -> dict[str, tuple[Any, ...]]:
+        return {"embed_dim": self.embed_dims, "depth": self.depths, "num_heads": self.num_heads,
+                "mlp_ratio": self.mlp_ratios}
+
+    def arch_choices(self, arch: Arch) -> dict[str, tuple[Any, ...]]:
+        """Embed dim and depth, and every heads count and MLP ratio some layer of `arch` uses."""
+        return {"embed_dim": (arch["embed_dim"],), "depth": (arch["depth"],),
+                "num_heads": tuple(sorted(set(arch["num_heads"]))), "mlp_ratio": tuple(sorted(set(arch["mlp_ratio"])))}
+
+    def restrict(self, choices: Mapping[str, Sequence[Any]]) -> ViTSpace:
+        """Subsets of embed dims, depths, heads and MLP ratios (keys as in the arch); super dims stay."""
+        c = narrowed(self.choices(), choices)
+        return dataclasses.replace(self, embed_dims=c["embed_dim"], depths=c["depth"], num_heads=c["num_heads"],
+                                   mlp_ratios=c["mlp_ratio"])
+
+    def to_config(self) -> dict[str, Any]:
+        return {"family": self.family, **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
     def validate(self, arch: Arch) -> Arch:
         check_keys(arch, ARCH_KEYS)
         d = check_choice("embed_dim", arch["embed_dim"], self.embed_dims)

@@ -54,7 +54,7 @@ class MobileNetSupernet(nn.Module):
         self.pretrained_cfg = self.default_cfg = pretrained_cfg(cfg, num_classes=self.num_classes)
         efficientnet_init_weights(self)
         self._cache: dict[Any, list[tuple[nn.ModuleDict, str]]] = {}
-        self.set_arch({"ops": [[c[0] for c in st.ops] for st in cfg.stages]})  # until a strategy sets one
+        self.set_arch({"ops": [[c[0] for c in st] for st in space.allowed]})  # until a strategy sets one
 
     # --- paths ------------------------------------------------------------------------------
     def _path_of(self, arch: Arch, validated: bool = False) -> list[tuple[nn.ModuleDict, str]]:

@@ -47,7 +47,7 @@ class NB201Supernet(NB201Macro):
         super().__init__(MixedCell, space.num_classes, space.channels, space.cells_per_stage, space.input_size)
         self.space = space
         self.arch: Arch | None = None
-        self.set_arch({"ops": ["nor_conv_3x3"] * len(EDGES)})
+        self.set_arch({"ops": ["nor_conv_3x3" if "nor_conv_3x3" in ops else ops[0] for ops in space.edge_ops]})
 
     def set_arch(self, arch: Arch | str) -> None:
         """Select the op of every edge (in every cell) for the next forwards."""

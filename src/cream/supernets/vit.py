@@ -57,7 +57,7 @@ class ElasticBlock(nn.Module):
         super().__init__()
         E = space.super_embed_dim
         self.norm1 = ElasticLayerNorm(E)
-        self.attn = ElasticAttention(E, space.num_heads[-1], space.head_dim, space.rel_pos,
+        self.attn = ElasticAttention(E, space.super_num_heads, space.head_dim, space.rel_pos,
                                      space.max_relative_position, legacy_qkv=space.legacy_qkv_bias)
         self.norm2 = ElasticLayerNorm(E)
         self.mlp = ElasticMlp(E, space.super_mlp_dim)

@@ -6,10 +6,11 @@ from cream.config import StrategyConfig
 from cream.errors import ConfigError
 from cream.spaces.base import Space
 from cream.train.cream import Cream
+from cream.train.shrink import Shrink
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
-STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream}
+STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink}
 
 
 def make_strategy(cfg: StrategyConfig, space: Space, seed: int) -> Strategy:

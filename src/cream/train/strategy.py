@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from cream.spaces.base import Space
     from cream.train.engine import Engine
 
 
@@ -22,6 +23,9 @@ class Strategy:
 
     #: DDP must look for parameters unused in a step (true for single-path supernets).
     find_unused_parameters: bool = False
+    #: The space a supernet strategy samples from (None for a plain model). A strategy that narrows
+    #: it replaces it (and checkpoints it); the run saves the final one as space.json.
+    space: Space | None = None
 
     def setup(self, engine: Engine) -> None:
         """Called once after the engine has built model, optimizer and data."""

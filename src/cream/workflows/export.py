@@ -17,7 +17,7 @@ from cream.models import build_model
 from cream.profiling import profile
 from cream.spaces.base import load_arch
 from cream.weights import load_weights
-from cream.workflows.supernet import SUPERNET_WEIGHTS, arch_model_kwargs, load_supernet, resolve_space
+from cream.workflows.supernet import SUPERNET_WEIGHTS, arch_model_kwargs, load_supernet, run_space
 
 
 def export(source: str | Path, arch_file: str | Path | None, out: str | Path, onnx: bool = False) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     if "num_classes" not in cfg.space:
         raise CreamError(f"'{src}' is not a run of a search space (its config.yaml has no space.num_classes)")
     num_classes = int(cfg.space["num_classes"])
-    space = resolve_space(cfg, num_classes)
+    space = run_space(cfg, src, num_classes)
     arch = space.validate(arch)
     if (src / SUPERNET_WEIGHTS).is_file():
         model = load_supernet(cfg, src, num_classes).extract(arch)
@@ -48,11 +48,11 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     model.eval()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"arch": json.dumps(arch), "space": json.dumps(cfg.space), "num_classes": str(num_classes),
+    meta = {"arch": json.dumps(arch), "space": json.dumps(space.to_config()), "num_classes": str(num_classes),
             "image_size": str(cfg.data.image_size)}
     save_model(model, str(out), metadata=meta)
     size = (3, cfg.data.image_size, cfg.data.image_size)
-    info = {"weights": str(out), "arch": arch, "space": cfg.space, "num_classes": num_classes,
+    info = {"weights": str(out), "arch": arch, "space": space.to_config(), "num_classes": num_classes,
             "input_size": list(size), **profile(model, input_size=size)}
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     if onnx:

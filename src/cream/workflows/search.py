@@ -37,7 +37,10 @@ def search_windows(s: SearchConfig) -> dict[str, tuple[float, float]]:
 
 
 def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
-    """Search `cfg.space` with the supernet of `supernet_run`; write arch.json, search.json and search.png."""
+    """Search the space `supernet_run` ended with, using its supernet; write arch.json, search.json and search.png.
+
+    arch.json records that space (`Space.to_config`), so a retrain of the arch rebuilds the same one.
+    """
     from cream.report.plots import plot_pareto
 
     start = time.perf_counter()
@@ -59,7 +62,7 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     # copies: the test accuracy belongs to the "top" list only, not to search.json's records and best
     top = [{**rec, "test_top1": scorer.score(rec["arch"], scorer.test)} for rec in result.top(s.test_top_k)]
     best = result.best
-    arch_doc = {"arch": best["arch"], "space": cfg.space, "score": best["score"], "cost": best["cost"],
+    arch_doc = {"arch": best["arch"], "space": space.to_config(), "score": best["score"], "cost": best["cost"],
                 "test_top1": top[0]["test_top1"] if top else None}
     run.write_json("arch.json", arch_doc)
     run.write_json("search.json", {**result.to_dict(), "top": top})

@@ -5,6 +5,7 @@ Data flows one way: config → data + space → supernet → strategy/engine →
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from cream.train.strategies import make_strategy
 from cream.weights import load_weights, save_weights
 
 SUPERNET_WEIGHTS = "supernet.safetensors"
+SPACE_FILE = "space.json"  # the space a supernet run ends with (narrower than its config's after shrinking)
 
 
 def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
@@ -36,6 +38,21 @@ def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
     if getattr(space, "num_classes", num_classes) != num_classes:
         raise ConfigError(f"config key 'space.num_classes' = {space.num_classes} does not match the data, "
                           f"which has {num_classes} classes")
+    return space
+
+
+def run_space(cfg: RunConfig, run: Path, num_classes: int) -> Space:
+    """The space a run ended with: its space.json, or (runs written before it existed) its config's space."""
+    path = Path(run) / SPACE_FILE
+    if not path.is_file():
+        return resolve_space(cfg, num_classes)
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CreamError(f"'{path}' is not valid JSON: {e}") from None
+    space = get_space(spec)
+    if getattr(space, "num_classes", num_classes) != num_classes:
+        raise ConfigError(f"the space in '{path}' has {space.num_classes} classes, but the data has {num_classes}")
     return space
 
 
@@ -84,6 +101,7 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if engine.dist.is_main:
         save_weights(engine.model, run.file(SUPERNET_WEIGHTS))
+        run.write_json(SPACE_FILE, (space if strategy.space is None else strategy.space).to_config())
         for name, obj in strategy.artifacts().items():
             run.write_json(name, obj)
         run.write_json("summary.json", summary)
@@ -92,10 +110,10 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
 
 
 def load_supernet(cfg: RunConfig, supernet_run: Path, num_classes: int) -> nn.Module:
-    """The supernet of `cfg.space` with the weights trained in `supernet_run`."""
+    """The supernet of the space `supernet_run` ended with (`run_space`), with the weights trained there."""
     weights = Path(supernet_run) / SUPERNET_WEIGHTS
     if not weights.is_file():
         raise CreamError(f"'{supernet_run}' holds no {SUPERNET_WEIGHTS}; is it a finished `cream supernet` run?")
-    net = new_supernet(cfg, resolve_space(cfg, num_classes))
+    net = new_supernet(cfg, run_space(cfg, supernet_run, num_classes))
     load_weights(net, weights)
     return net

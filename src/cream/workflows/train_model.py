@@ -22,16 +22,17 @@ from cream.run_dir import RunDir
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
-from cream.workflows.supernet import arch_model_kwargs, load_supernet, resolve_space
+from cream.workflows.supernet import arch_model_kwargs, load_supernet, resolve_space, run_space
 
 
 def configured_model(cfg: RunConfig, num_classes: int, inherit: bool = True) -> nn.Module:
     """The configured model: `cfg.arch` of `cfg.space` if an arch is set, else the timm model `cfg.model.name`.
 
-    With `inherit` and `cfg.init`, the arch takes its weights from the supernet run in `cfg.init`.
+    With `inherit` and `cfg.init`, the arch takes its weights from the supernet run in `cfg.init`, and
+    must belong to the space that run ended with (its space.json).
     """
     if cfg.arch:
-        space = resolve_space(cfg, num_classes)
+        space = run_space(cfg, Path(cfg.init), num_classes) if cfg.init else resolve_space(cfg, num_classes)
         arch = space.validate(cfg.arch)
         if inherit and cfg.init:
             return load_supernet(cfg, Path(cfg.init), num_classes).extract(arch)
