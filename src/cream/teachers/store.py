@@ -114,7 +114,7 @@ class LogitStore:
 
     def lookup(self, keys: Keys) -> tuple[Tensor, Tensor]:
         """The stored (values, classes) of each key, from the epoch file that holds them all."""
-        index, seed = torch.tensor(list(keys), dtype=torch.int64).reshape(-1, 2).unbind(1)
+        index, seed = torch.tensor(list(keys), dtype=torch.int64).reshape(-1, 2).T.contiguous()
         order = [e for e in self.epochs if e == self._epoch] + [e for e in self.epochs if e != self._epoch]
         for epoch in order:
             if epoch != self._epoch:
