@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+from itertools import islice
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from conftest import TINY_CREAM
 
 from cream.cli import main
 from cream.config import RunConfig, load_config, to_dict, with_overrides
-from cream.data import build_splits, with_keys
+from cream.data import build_splits, train_loader, with_keys
 from cream.errors import CreamError
 from cream.profiling import create_model
 from cream.teachers.losses import hard_label_loss, kl_loss, soft_target_loss
@@ -77,6 +78,16 @@ def test_mixup_targets_stay_soft_and_the_teacher_sees_the_mixed_images():
     out, soft_targets, label_loss = seen["label"]
     assert soft_targets.shape == (16, 10) and not torch.allclose(mixed, raw)
     assert loss == pytest.approx(float((0.5 * label_loss + 0.5 * kl_loss(out, t, 1.0)).detach()), rel=1e-5)
+
+
+def test_keys_name_the_images_the_loader_loaded():
+    """The engine's keys come from a second pass over the sampler; with worker processes too."""
+    splits = build_splits(config().data)
+    loader = train_loader(splits.train, 8, seed=3, workers=1)
+    loader.batch_sampler.set_epoch(2, start_batch=5)
+    for keys, (images, targets) in islice(with_keys(loader), 2):
+        assert torch.equal(images, torch.stack([splits.train[k][0] for k in keys]))
+        assert targets.tolist() == [splits.train[k][1] for k in keys]
 
 
 def test_sparse_round_trip():
