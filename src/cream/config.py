@@ -127,6 +127,31 @@ class StrategyConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """Where a distilling student's teacher comes from (see docs/distillation.md)."""
+
+    kind: str = option("", choices=["", "timm", "supernet", "store"],
+                       doc="'' = no distillation; timm: a frozen timm model; supernet: one path of a trained "
+                           "supernet; store: logits written once by `cream distill-store`")
+    name: str = option("", doc="timm: the model name (ours included)")
+    weights: str = option("", doc="timm: weights file (.safetensors or torch); '' keeps the initialisation")
+    kwargs: dict = option({}, doc="timm: extra timm.create_model arguments")
+    path: str = option("", doc="supernet: a finished `cream supernet` run folder; store: the store folder")
+    arch: dict = option({}, doc="supernet: the path (an arch of that run's space) to distil from")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation of a standalone model: (1 - alpha) * label loss + alpha * loss(student, teacher)."""
+
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    loss: str = option("kl", doc="a name in cream.teachers.losses.DISTILL_LOSSES: kl, soft, hard")
+    alpha: float = option(0.5, lo=0.0, hi=1.0, doc="weight of the distillation term")
+    temperature: float = option(1.0, lo=0.01, doc="softens both distributions (kl, soft); the loss is scaled by τ²")
+    top_k: int = option(10, lo=1, doc="`cream distill-store`: probabilities kept per sample")
+
+
+@dataclass
 class SearchConfig:
     """Search over a trained supernet's space, scoring archs with inherited weights."""
 
@@ -153,6 +178,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     space: dict = option({}, doc="search space: {preset: NAME, ...overrides} or {family: NAME, ...}")
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     arch: dict = option({}, doc="the architecture a retrain builds from `space` (instead of model.name)")
     init: str = option("", doc="retrain: start from a supernet run's inherited weights instead of from scratch")

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ["run", "supernet", "search", "retrain", "test", "export", "convert", "profile", "bench", "rank"]
+COMMANDS = ["run", "supernet", "search", "retrain", "distill_store", "test", "export", "convert", "profile", "bench",
+            "rank"]
 
 
 def add_run_options(p: argparse.ArgumentParser, config: bool = True) -> None:

@@ -1,5 +1,5 @@
 """Datasets and loaders."""
 
-from cream.data.build import Splits, build_splits, eval_loader, train_loader
+from cream.data.build import Splits, build_splits, eval_loader, train_loader, with_keys
 
-__all__ = ["Splits", "build_splits", "eval_loader", "train_loader"]
+__all__ = ["Splits", "build_splits", "eval_loader", "train_loader", "with_keys"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,6 +95,15 @@ def train_loader(ds: Dataset, batch_size: int, *, seed: int, rank: int = 0, worl
     sampler = ShardedBatchSampler(len(ds), batch_size, seed=seed, rank=rank, world=world)
     return DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+
+
+def with_keys(loader: DataLoader) -> Iterator[tuple[list[tuple[int, int]], Any]]:
+    """Each batch of a `train_loader` with its sample keys `(index, sample_seed)`, as (keys, batch).
+
+    The sampler is a pure function of its (seed, epoch, start batch), so a second pass over it
+    yields the keys of exactly the batches the loader loads, whatever its workers prefetch.
+    """
+    return zip(loader.batch_sampler, loader, strict=True)
 
 
 def eval_loader(ds: Dataset, batch_size: int, *, rank: int = 0, world: int = 1, workers: int = 0,

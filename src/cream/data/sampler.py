@@ -37,3 +37,14 @@ class ShardedBatchSampler(Sampler[list[tuple[int, int]]]):
             chunk = order[b * per_global:(b + 1) * per_global]
             mine = chunk[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
             yield [(i, (base + i) % (2**63)) for i in mine]
+
+
+def epoch_keys(n: int, seed: int, epoch: int) -> list[tuple[int, int]]:
+    """Every key `(index, sample_seed)` of epoch `epoch` of a run seeded `seed`, in the epoch's order.
+
+    A training run draws a subset of these (it drops the last partial global batch), whatever its
+    batch size and number of processes: what a logit store must cover.
+    """
+    sampler = ShardedBatchSampler(n, 1, seed=seed)
+    sampler.set_epoch(epoch)
+    return [key for batch in sampler for key in batch]

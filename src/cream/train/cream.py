@@ -22,6 +22,7 @@ from cream.errors import ConfigError
 from cream.nn.batchnorm import frozen_bn_stats
 from cream.spaces.base import Arch, Space
 from cream.teachers.losses import soft_cross_entropy
+from cream.teachers.networks import SupernetPath
 from cream.train.board import BoardEntry, MatchingNetwork, PathBoard
 from cream.train.distributed import from_rank0, mean_over_ranks
 from cream.train.hypergrad import lookahead, twice_differentiable
@@ -105,8 +106,7 @@ class Cream(Uniform):
         ce = e.criterion(out, targets)
         loss = ce
         if teacher is not None:
-            with torch.no_grad():
-                teacher_probs = e.model(images, arch=teacher.arch).float().softmax(-1)
+            teacher_probs = SupernetPath(e.model, teacher.arch)(images).float().softmax(-1)
             loss = (weight * soft_cross_entropy(out, teacher_probs) + (2 - weight) * ce) / 2
         if active:
             self.offer(arch, images, targets, out, ce)
@@ -171,8 +171,7 @@ class Cream(Uniform):
         with torch.autocast(e.device.type, enabled=False), frozen_bn_stats(net), twice_differentiable(net):
             index, s = self._teacher_of(self.match_scores(arch))
             weight = torch.sigmoid(-s)
-            with torch.no_grad():
-                teacher_probs = net(images[:n].float(), arch=self.board.entries[index].arch).softmax(-1)
+            teacher_probs = SupernetPath(net, self.board.entries[index].arch)(images[:n].float()).softmax(-1)
             kd = weight * soft_cross_entropy(net(images[:n].float(), arch=arch), teacher_probs)
             lr = meta_lr if self.legacy_hypergrad else e.optimizer.param_groups[0]["lr"]
 

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cream.config import RunConfig
-from cream.data import Splits, train_loader
+from cream.data import Splits, train_loader, with_keys
 from cream.errors import CheckpointError, TrainingError
 from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
@@ -106,6 +106,8 @@ class Engine:
             self.tb = SummaryWriter(str(self.run.path / "tensorboard"))
         self.step = self.epoch = self.batch_in_epoch = 0
         self.skipped_steps = 0
+        #: the sample keys (index, sample_seed) of the batch being trained on, for teachers that look them up.
+        self.batch_keys: list[tuple[int, int]] | None = None
         #: (step, results) of the latest `evaluate_archs` on splits.val, for callers that want it again.
         self.last_eval: tuple[int, dict[str, dict[str, float]]] | None = None
         self.strategy.setup(self)
@@ -139,8 +141,8 @@ class Engine:
             self.model.train()
             bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch}",
                        disable=not (self.dist.is_main and sys.stderr.isatty()), leave=False)
-            for images, targets in self.train_loader:
-                loss = self.train_step(images, targets)
+            for keys, (images, targets) in with_keys(self.train_loader):
+                loss = self.train_step(images, targets, keys)
                 seen += images.shape[0] * self.dist.world
                 self.batch_in_epoch += 1
                 bar.update()
@@ -162,9 +164,11 @@ class Engine:
                 self.save_checkpoint()
         return {"wall_s": time.perf_counter() - start, "steps": self.step, "skipped_steps": self.skipped_steps}
 
-    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> float | None:
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor,
+                   keys: list[tuple[int, int]] | None = None) -> float | None:
         """One optimizer step; returns the loss, or None where a non-finite loss was skipped."""
         t = self.cfg.train
+        self.batch_keys = keys
         images = images.to(self.device, non_blocking=True)
         targets = targets.to(self.device, non_blocking=True)
         if t.channels_last:

@@ -1,4 +1,5 @@
 """Train and test one standalone model: what `cream retrain`, `cream test` and `cream run`'s last stage call.
+With `distill.teacher` set, the model learns from a teacher too (`cream.train.distill.Distill`).
 
 The model is a timm name (`model.name`), or an arch of the config's space (`arch`), built directly
 (`cream.models.build_model`) or, with `init`, extracted once from a trained supernet run. Testing
@@ -22,6 +23,7 @@ from cream.run_dir import RunDir
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
+from cream.workflows.distill import distill_strategy
 from cream.workflows.supernet import arch_model_kwargs, load_supernet, resolve_space, run_space
 
 
@@ -53,7 +55,8 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     seed_everything(t.seed, t.deterministic, t.threads)
     splits = build_splits(cfg.data)
     # A resumed run restores every weight from its checkpoint: the supernet in `init` is not read again.
-    engine = Engine(cfg, configured_model(cfg, splits.num_classes, inherit=not resume), splits, run)
+    engine = Engine(cfg, configured_model(cfg, splits.num_classes, inherit=not resume), splits, run,
+                    distill_strategy(cfg, splits))
     if engine.dist.is_main and not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     if resume:
