@@ -27,7 +27,11 @@ SUPERNET_WEIGHTS = "supernet.safetensors"
 
 
 def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
-    """The configured space, with the data's number of classes unless the config sets it."""
+    """The configured space, with the data's number of classes unless the config sets it.
+
+    Its input size must be `data.image_size`: the space's analytic costs (search limits, arch.json)
+    are counted at its own size, training and export run at the data's, so a mismatch is refused.
+    """
     if not cfg.space:
         raise ConfigError("config key 'space' is empty; a supernet needs one, e.g. space: {preset: autoformer-tiny}")
     spec = dict(cfg.space)
@@ -36,7 +40,20 @@ def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
     if getattr(space, "num_classes", num_classes) != num_classes:
         raise ConfigError(f"config key 'space.num_classes' = {space.num_classes} does not match the data, "
                           f"which has {num_classes} classes")
+    key, size = _input_size(space)
+    if size is not None and size != cfg.data.image_size:
+        raise ConfigError(f"config key 'space.{key}' = {size} differs from 'data.image_size' = "
+                          f"{cfg.data.image_size}; costs are counted at the space's size and models run at the "
+                          "data's, so set both to the same size")
     return space
+
+
+def _input_size(space: Space) -> tuple[str, int | None]:
+    """The space config key of `space`'s input size and its value (None for a space without one)."""
+    if hasattr(space, "img_size"):  # ViT spaces
+        return "img_size", space.img_size
+    return "input_size", getattr(space, "input_size", None) or getattr(getattr(space, "config", None),
+                                                                        "input_size", None)
 
 
 def arch_model_kwargs(cfg: RunConfig) -> dict[str, Any]:
