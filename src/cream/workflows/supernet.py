@@ -9,17 +9,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from cream.config import RunConfig, to_dict, with_space_classes
 from cream.data import build_splits
 from cream.errors import ConfigError, CreamError
+from cream.nn.batchnorm import bn_layers
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
+from cream.search.inherited import place_supernet, recal_loader, select_inherited
 from cream.spaces import get_space
-from cream.spaces.base import Space
+from cream.spaces.base import Arch, Space
 from cream.supernets import build_supernet
-from cream.train.engine import Engine, seed_everything
+from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.strategies import make_strategy
 from cream.weights import load_weights, save_weights
 
@@ -106,6 +110,20 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
         run.write_json("summary.json", summary)
         write_report(run, summary)
     return summary
+
+
+def inherited_model(cfg: RunConfig, supernet_run: Path, arch: Arch, num_classes: int,
+                    train: Dataset | None = None) -> nn.Module:
+    """The network of `arch` with the weights of the supernet in `supernet_run`, exactly as search scores it:
+    selected by `select_inherited` (BN recalibrated on `search.bn_recal_images` images of `train`, or of
+    `cfg.data`'s train split), on the configured device; returned on the CPU in the default memory format."""
+    device = pick_device(cfg.train.device)
+    net = place_supernet(load_supernet(cfg, supernet_run, num_classes), cfg, device)
+    recal = None
+    if cfg.search.bn_recal_images and bn_layers(net):
+        recal = recal_loader(train if train is not None else build_splits(cfg.data).train, cfg, device)
+    model = select_inherited(net, arch, cfg, recal).extract(arch)
+    return model.to("cpu", memory_format=torch.contiguous_format)
 
 
 def load_supernet(cfg: RunConfig, supernet_run: Path, num_classes: int) -> nn.Module:
