@@ -1,7 +1,7 @@
 """Does search pay off? `cream run`'s retrained winner vs 5 random archs retrained with the same recipe.
 
 Runs the embedded default pipeline (supernet → search → retrain → test), then retrains 5 archs
-drawn at random from the same space under the same params / MACs limits, with the same retrain
+drawn at random from the same space under the same cost limits (`search.limits`), with the same retrain
 recipe and seed, and compares test accuracy with their median. Prints one JSON object.
 
     python benchmarks/bench_pipeline_vs_random.py [--random 5] [--out runs/bench-pipeline]
@@ -20,9 +20,8 @@ from cream.commands.run import DEFAULT
 from cream.config import RunConfig, load_config, with_overrides
 from cream.data import build_splits
 from cream.run_dir import RunDir
-from cream.search import cost_window
 from cream.workflows.pipeline import run_pipeline
-from cream.workflows.search import search_windows
+from cream.workflows.search import search_feasible
 from cream.workflows.supernet import resolve_space
 from cream.workflows.train_model import train_standalone
 
@@ -41,12 +40,12 @@ def main() -> None:
     pipeline_s = time.perf_counter() - start
 
     space = resolve_space(cfg, build_splits(cfg.data).num_classes)
-    feasible = cost_window(space, **search_windows(cfg.search))  # the limits the search had
+    feasible = search_feasible(cfg.search, space)  # the limits the search had
     rng = random.Random(args.seed)
     randoms = []
     while len(randoms) < args.random:
         arch = space.sample(rng)
-        if feasible(arch):
+        if feasible is None or feasible(arch):
             randoms.append(arch)
     results = []
     for i, arch in enumerate(randoms):

@@ -11,10 +11,12 @@ import timm
 import yaml
 
 import cream.models  # noqa: F401  (registers cream_* etc. with timm)
-from cream.config import RunConfig, load_config
+from cream.config import RunConfig, load_config, read_yaml
 from cream.spaces import get_space
 from cream.spaces.vit import PUBLISHED_SPACES, published_archs
 from cream.train.strategies import make_strategy
+from cream.workflows.search import search_feasible
+from cream.workflows.supernet import resolve_space
 
 REPO = Path(__file__).resolve().parents[1]
 YAMLS = sorted([*REPO.glob("configs/**/*.yaml"), *REPO.glob("src/cream/presets/*.yaml")])
@@ -39,7 +41,8 @@ def test_yaml_loads_and_builds(path):
     cfg = load_config(RunConfig, path)
     if cfg.space:
         _check_space(dict(cfg.space))
-        space = get_space(dict(cfg.space))
+        space = resolve_space(cfg, cfg.space.get("num_classes", 10))  # its input size is the data's
+        search_feasible(cfg.search, space)  # its cost limits name costs the space reports
         make_strategy(cfg.strategy, space, cfg.train.seed)  # its parameters fit
         if cfg.arch:
             assert space.validate(cfg.arch) == cfg.arch
@@ -69,3 +72,6 @@ def test_autoformer_recipes_exist_and_build_the_published_models():
         cfg = load_config(RunConfig, REPO / f"configs/autoformer/retrain-{size}.yaml")
         assert cfg.arch == published_archs()[size] and cfg.space["preset"] == PUBLISHED_SPACES[size]
         assert get_space(dict(cfg.space)).cost(cfg.arch)["params"] == params  # spec §4, see test_vit_space
+        supernet = read_yaml(REPO / f"configs/autoformer/supernet-{size}.yaml")
+        search = load_config(RunConfig, REPO / f"configs/autoformer/search-{size}.yaml", base=supernet)
+        assert search_feasible(search.search, get_space(dict(search.space)))(cfg.arch)  # its limits admit it

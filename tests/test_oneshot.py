@@ -15,7 +15,8 @@ SPACE = ("space={family: vit, name: vit-test, embed_dims: [16, 24], depths: [1, 
          "mlp_ratios: [2.0, 3.0], head_dim: 8, img_size: 16, patch_size: 4, max_relative_position: 4}")
 COMMON = ["--set", SPACE, "--set", "data.train_per_class=40", "--set", "train.threads=1",
           "--set", "data.batch_size=32"]
-SEARCH = ["--set", "search.budget=8", "--set", "search.params_max=0.012", "--set", "search.eval_images=60",
+SEARCH = ["--set", "search.budget=8", "--set", "search.limits={params: [null, 12000]}",
+          "--set", "search.eval_images=60",
           "--set", "search.kwargs={generations: 3, population: 4, parents: 2, mutations: 2, crossovers: 2}",
           "--set", "search.test_top_k=2"]
 

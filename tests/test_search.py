@@ -50,7 +50,7 @@ def test_reproducible_unique_and_within_budget(method):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_constraint_is_respected(method):
     space = NB201Space()
-    feasible = cost_window(space, params=(0, 400_000))
+    feasible = cost_window(space, {"params": (0, 400_000)})
 
     def guarded(arch):
         assert feasible(arch), "an infeasible arch was evaluated"

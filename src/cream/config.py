@@ -158,14 +158,24 @@ class SearchConfig:
     method: str = option("evolution", choices=["evolution", "random", "regularized", "board"])
     budget: int = option(100, lo=1, doc="number of distinct archs evaluated")
     seed: int = option(0, lo=0)
-    params_min: float = option(0.0, lo=0.0, doc="millions of parameters (0 = no lower limit)")
-    params_max: float = option(0.0, lo=0.0, doc="millions of parameters (0 = no upper limit)")
-    macs_min: float = option(0.0, lo=0.0, doc="millions of multiply-adds (0 = no lower limit)")
-    macs_max: float = option(0.0, lo=0.0, doc="millions of multiply-adds (0 = no upper limit)")
+    limits: dict = option({}, doc="{cost: [min, max]} on costs the space reports, in their own unit (params, "
+                                  "macs: absolute counts, e.g. params: [5.0e+6, 6.0e+6]); null or 0 = open end. "
+                                  "Costs: params, macs (plain: conv/linear multiply-adds), and per space e.g. "
+                                  "macs_ptflops, macs_ptflops_search (MobileNet)")
+    params_min: float = option(0.0, lo=0.0, doc="older form of limits.params, in millions (0 = no lower limit)")
+    params_max: float = option(0.0, lo=0.0, doc="older form of limits.params, in millions (0 = no upper limit)")
+    macs_min: float = option(0.0, lo=0.0, doc="older form of limits.macs, in millions (0 = no lower limit)")
+    macs_max: float = option(0.0, lo=0.0, doc="older form of limits.macs, in millions (0 = no upper limit)")
     kwargs: dict = option({}, doc="search-strategy parameters (population, parents, mutation, ...)")
     eval_images: int = option(0, lo=0, doc="held-out images scored per arch (0 = the whole validation split)")
     bn_recal_images: int = option(0, lo=0, doc="recalibrate BatchNorm on this many train images per arch (0 = off)")
     test_top_k: int = option(3, lo=0, doc="after search, report test accuracy of the k best (never used to select)")
+
+    def __post_init__(self) -> None:
+        self.limits = {name: _check_limit(f"search.limits.{name}", v) for name, v in self.limits.items()}
+        if self.limits and (self.params_min or self.params_max or self.macs_min or self.macs_max):
+            raise ConfigError("config keys 'search.params_min/params_max/macs_min/macs_max' (millions) and "
+                              "'search.limits' set the same limits twice; use search.limits only")
 
 
 @dataclass
@@ -274,6 +284,17 @@ def with_space_classes(cfg: RunConfig, num_classes: int) -> RunConfig:
 def to_dict(cfg: Any) -> dict:
     """A plain dict of a config dataclass (for config.yaml)."""
     return dataclasses.asdict(cfg)
+
+
+def _check_limit(key: str, value: Any) -> list[float | None]:
+    """A `[min, max]` cost limit: two non-negative numbers or nulls (open ends), min <= max."""
+    allowed = "allowed: [min, max] with numbers >= 0, null or 0 for an open end, min <= max"
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(f"config key '{key}' = {value!r} is not a limit; {allowed}")
+    ends = [None if v is None else _coerce(key, v, float) for v in value]
+    if any(v is not None and not v >= 0 for v in ends) or (ends[0] and ends[1] and ends[0] > ends[1]):
+        raise ConfigError(f"config key '{key}' = {value!r} is not a limit; {allowed}")
+    return ends
 
 
 def _check_value(key: str, value: Any, tp: Any, meta: Any) -> Any:

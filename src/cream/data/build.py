@@ -107,9 +107,13 @@ def with_keys(loader: DataLoader) -> Iterator[tuple[list[tuple[int, int]], Any]]
 
 
 def eval_loader(ds: Dataset, batch_size: int, *, rank: int = 0, world: int = 1, workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
-    """An in-order loader over this rank's contiguous shard of `ds` (results are summed across ranks)."""
+                pin_memory: bool = False, persistent: bool = False) -> DataLoader:
+    """An in-order loader over this rank's contiguous shard of `ds` (results are summed across ranks).
+
+    `persistent` keeps its worker processes between passes (for a loader read many times, as in search).
+    """
     n = len(ds)
     lo, hi = n * rank // world, n * (rank + 1) // world
     shard = ds if world == 1 else Subset(ds, range(lo, hi))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory)
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=persistent and workers > 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import sys
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from cream.errors import CheckpointError, TrainingError
 from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
 from cream.train.distributed import Dist, init_distributed
-from cream.train.evaluate import evaluate
+from cream.train.evaluate import amp_autocast, evaluate
 from cream.train.strategy import Strategy
 
 
@@ -95,8 +94,7 @@ class Engine:
         else:
             self.criterion = nn.CrossEntropyLoss()
         self.ema = ModelEmaV3(self.model, decay=t.ema_decay) if t.ema_decay > 0 else None
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
-        self.autocast = (lambda: torch.autocast(self.device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+        self.autocast = amp_autocast(self.device, t.amp)
         self.scaler = torch.amp.GradScaler(self.device.type) if t.amp == "fp16" and self.device.type == "cuda" \
             else None
         self.tb = None

@@ -7,23 +7,34 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from cream.data import eval_loader
 from cream.train.distributed import Dist, all_sum
 
 
+def amp_autocast(device: torch.device, amp: str) -> Callable[[], AbstractContextManager]:
+    """The autocast context of `train.amp` ("none", "bf16", "fp16") on `device`."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else nullcontext
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: torch.device | None = None,
-             dist: Dist | None = None, workers: int = 0, channels_last: bool = False,
+def evaluate(model: nn.Module, data: Dataset | DataLoader, *, batch_size: int = 256,
+             device: torch.device | None = None, dist: Dist | None = None, workers: int = 0,
+             channels_last: bool = False,
              autocast: Callable[[], AbstractContextManager] = nullcontext) -> dict[str, float]:
-    """Top-1, top-5 (fractions) and mean cross-entropy of `model` on `dataset`, summed over ranks."""
+    """Top-1, top-5 (fractions) and mean cross-entropy of `model` on `data`, summed over ranks.
+
+    `data` is a dataset (read through this rank's `eval_loader`), or a loader already built for this
+    rank, which callers scoring many models reuse.
+    """
     dist = dist or Dist()
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    loader = eval_loader(dataset, batch_size, rank=dist.rank, world=dist.world, workers=workers,
-                         pin_memory=device.type == "cuda")
+    loader = data if isinstance(data, DataLoader) else eval_loader(
+        data, batch_size, rank=dist.rank, world=dist.world, workers=workers, pin_memory=device.type == "cuda")
     correct1 = correct5 = loss_sum = count = 0.0
     for images, targets in loader:
         images, targets = images.to(device), targets.to(device)

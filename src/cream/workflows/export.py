@@ -11,13 +11,13 @@ from typing import Any
 
 import torch
 
-from cream.config import RunConfig, load_config
+from cream.config import RunConfig, load_config, to_dict, with_overrides
 from cream.errors import CreamError
 from cream.models import build_model
 from cream.profiling import profile
 from cream.spaces.base import load_arch
 from cream.weights import load_weights
-from cream.workflows.supernet import SUPERNET_WEIGHTS, arch_model_kwargs, load_supernet, run_space
+from cream.workflows.supernet import SUPERNET_WEIGHTS, arch_model_kwargs, inherited_model, run_space
 
 
 def export(source: str | Path, arch_file: str | Path | None, out: str | Path, onnx: bool = False) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     space = run_space(cfg, src, num_classes)
     arch = space.validate(arch)
     if (src / SUPERNET_WEIGHTS).is_file():
-        model = load_supernet(cfg, src, num_classes).extract(arch)
+        model = inherited_model(_scoring_config(cfg, arch_file), src, arch, num_classes)
     elif (src / "model.safetensors").is_file() and cfg.arch:
         if space.validate(cfg.arch) != arch:
             raise CreamError(f"'{src}' trained arch {json.dumps(cfg.arch)}, not the one given in --arch")
@@ -59,3 +59,14 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
         torch.onnx.export(model, torch.zeros(1, *size), str(out.with_suffix(".onnx")), dynamo=False)
         info["onnx"] = str(out.with_suffix(".onnx"))
     return info
+
+
+def _scoring_config(cfg: RunConfig, arch_file: str | Path | None) -> RunConfig:
+    """`cfg` with the data and search settings of the search run whose arch.json `arch_file` is, if it is one:
+    the BN recalibration of the export is then the one that search scored the arch with."""
+    run = Path(arch_file).parent if arch_file else None
+    if run is None or not (run / "config.yaml").is_file() or not (run / "search.json").is_file():
+        return cfg
+    scored = load_config(RunConfig, run / "config.yaml")
+    recal = {"seed": scored.search.seed, "bn_recal_images": scored.search.bn_recal_images}
+    return with_overrides(cfg, {"data": to_dict(scored.data), "search": recal})

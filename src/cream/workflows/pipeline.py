@@ -10,7 +10,8 @@ from typing import Any
 from cream.config import RunConfig, to_dict, with_overrides
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
-from cream.workflows.search import search_supernet
+from cream.spaces import get_space
+from cream.workflows.search import search_feasible, search_supernet
 from cream.workflows.supernet import SUPERNET_WEIGHTS, train_supernet
 from cream.workflows.train_model import train_standalone
 
@@ -22,6 +23,7 @@ def run_pipeline(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict[s
     unfinished one continues from its checkpoint or search state.
     """
     start = time.perf_counter()
+    search_feasible(cfg.search, get_space(dict(cfg.space)))  # a bad cost limit fails now, not after training
     if not resume:
         run.write_yaml("config.yaml", to_dict(cfg))
 

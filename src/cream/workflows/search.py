@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from cream.config import RunConfig, SearchConfig, to_dict, with_space_classes
-from cream.cost.limits import cost_window, millions_window
+from cream.cost.limits import Feasible, Window, cost_window, limit_windows, millions_window
 from cream.data import Splits, build_splits
 from cream.errors import CreamError
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.search import search
 from cream.search.inherited import InheritedScorer
+from cream.spaces.base import Space
 from cream.train.engine import pick_device, seed_everything
 from cream.workflows.supernet import load_supernet
 
@@ -30,10 +31,19 @@ def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Sp
     return InheritedScorer(net, splits, cfg, pick_device(cfg.train.device)), splits
 
 
-def search_windows(s: SearchConfig) -> dict[str, tuple[float, float]]:
-    """The configured params / MACs windows of a search, in absolute counts (only the limited ones)."""
+def search_windows(s: SearchConfig) -> dict[str, Window]:
+    """The configured cost windows of a search in absolute units (only the limited costs): `search.limits`,
+    or the older params / MACs keys in millions."""
+    if s.limits:
+        return limit_windows(s.limits)
     windows = {"params": millions_window(s.params_min, s.params_max), "macs": millions_window(s.macs_min, s.macs_max)}
     return {k: w for k, w in windows.items() if w is not None}
+
+
+def search_feasible(s: SearchConfig, space: Space) -> Feasible | None:
+    """The search's constraint on `space` (None without limits); refuses a cost the space does not report."""
+    windows = search_windows(s)
+    return cost_window(space, windows, where="search.limits") if windows else None
 
 
 def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
@@ -49,16 +59,14 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     space = scorer.net.space
     if not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
-    windows = search_windows(s)
-    feasible = cost_window(space, **windows) if windows else None
+    feasible = search_feasible(s, space)  # checked before any arch is scored
     common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
                               "state_path": run.file("search_state.json")}
     if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
         common["board"] = read_board(supernet_run)
     result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
     if not result.records:
-        raise CreamError("the search evaluated no arch: no arch of the space meets the limits "
-                         f"params {windows.get('params')} / macs {windows.get('macs')}")
+        raise CreamError(f"the search evaluated no arch: no arch of the space meets the limits {search_windows(s)}")
     # copies: the test accuracy belongs to the "top" list only, not to search.json's records and best
     top = [{**rec, "test_top1": scorer.score(rec["arch"], scorer.test)} for rec in result.top(s.test_top_k)]
     best = result.best

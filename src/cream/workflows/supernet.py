@@ -10,17 +10,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from cream.config import RunConfig, to_dict, with_space_classes
 from cream.data import build_splits
 from cream.errors import ConfigError, CreamError
+from cream.nn.batchnorm import bn_layers
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
+from cream.search.inherited import place_supernet, recal_loader, select_inherited
 from cream.spaces import get_space
-from cream.spaces.base import Space
+from cream.spaces.base import Arch, Space
 from cream.supernets import build_supernet
-from cream.train.engine import Engine, seed_everything
+from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.strategies import make_strategy
 from cream.weights import load_weights, save_weights
 
@@ -29,7 +33,11 @@ SPACE_FILE = "space.json"  # the space a supernet run ends with (narrower than i
 
 
 def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
-    """The configured space, with the data's number of classes unless the config sets it."""
+    """The configured space, with the data's number of classes unless the config sets it.
+
+    Its input size must be `data.image_size`: the space's analytic costs (search limits, arch.json)
+    are counted at its own size, training and export run at the data's, so a mismatch is refused.
+    """
     if not cfg.space:
         raise ConfigError("config key 'space' is empty; a supernet needs one, e.g. space: {preset: autoformer-tiny}")
     spec = dict(cfg.space)
@@ -38,6 +46,11 @@ def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
     if getattr(space, "num_classes", num_classes) != num_classes:
         raise ConfigError(f"config key 'space.num_classes' = {space.num_classes} does not match the data, "
                           f"which has {num_classes} classes")
+    key, size = _input_size(space)
+    if size is not None and size != cfg.data.image_size:
+        raise ConfigError(f"config key 'space.{key}' = {size} differs from 'data.image_size' = "
+                          f"{cfg.data.image_size}; costs are counted at the space's size and models run at the "
+                          "data's, so set both to the same size")
     return space
 
 
@@ -54,6 +67,14 @@ def run_space(cfg: RunConfig, run: Path, num_classes: int) -> Space:
     if getattr(space, "num_classes", num_classes) != num_classes:
         raise ConfigError(f"the space in '{path}' has {space.num_classes} classes, but the data has {num_classes}")
     return space
+
+
+def _input_size(space: Space) -> tuple[str, int | None]:
+    """The space config key of `space`'s input size and its value (None for a space without one)."""
+    if hasattr(space, "img_size"):  # ViT spaces
+        return "img_size", space.img_size
+    return "input_size", getattr(space, "input_size", None) or getattr(getattr(space, "config", None),
+                                                                        "input_size", None)
 
 
 def arch_model_kwargs(cfg: RunConfig) -> dict[str, Any]:
@@ -107,6 +128,20 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
         run.write_json("summary.json", summary)
         write_report(run, summary)
     return summary
+
+
+def inherited_model(cfg: RunConfig, supernet_run: Path, arch: Arch, num_classes: int,
+                    train: Dataset | None = None) -> nn.Module:
+    """The network of `arch` with the weights of the supernet in `supernet_run`, exactly as search scores it:
+    selected by `select_inherited` (BN recalibrated on `search.bn_recal_images` images of `train`, or of
+    `cfg.data`'s train split), on the configured device; returned on the CPU in the default memory format."""
+    device = pick_device(cfg.train.device)
+    net = place_supernet(load_supernet(cfg, supernet_run, num_classes), cfg, device)
+    recal = None
+    if cfg.search.bn_recal_images and bn_layers(net):
+        recal = recal_loader(train if train is not None else build_splits(cfg.data).train, cfg, device)
+    model = select_inherited(net, arch, cfg, recal).extract(arch)
+    return model.to("cpu", memory_format=torch.contiguous_format)
 
 
 def load_supernet(cfg: RunConfig, supernet_run: Path, num_classes: int) -> nn.Module:

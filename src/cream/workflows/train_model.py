@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from cream.config import RunConfig, to_dict, with_space_classes
 from cream.data import build_splits
@@ -24,20 +25,22 @@ from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
 from cream.workflows.distill import distill_strategy
-from cream.workflows.supernet import arch_model_kwargs, load_supernet, resolve_space, run_space
+from cream.workflows.supernet import arch_model_kwargs, inherited_model, resolve_space, run_space
 
 
-def configured_model(cfg: RunConfig, num_classes: int, inherit: bool = True) -> nn.Module:
+def configured_model(cfg: RunConfig, num_classes: int, inherit: bool = True,
+                     train: Dataset | None = None) -> nn.Module:
     """The configured model: `cfg.arch` of `cfg.space` if an arch is set, else the timm model `cfg.model.name`.
 
-    With `inherit` and `cfg.init`, the arch takes its weights from the supernet run in `cfg.init`, and
-    must belong to the space that run ended with (its space.json).
+    With `inherit` and `cfg.init`, the arch must belong to the space the supernet run in `cfg.init` ended
+    with (its space.json) and takes its weights from that run as search scores it (BN recalibrated on
+    `search.bn_recal_images` images of `train`: `inherited_model`).
     """
     if cfg.arch:
         space = run_space(cfg, Path(cfg.init), num_classes) if cfg.init else resolve_space(cfg, num_classes)
         arch = space.validate(cfg.arch)
         if inherit and cfg.init:
-            return load_supernet(cfg, Path(cfg.init), num_classes).extract(arch)
+            return inherited_model(cfg, Path(cfg.init), arch, num_classes, train)
         return build_model(space, arch, **arch_model_kwargs(cfg))
     kwargs: dict[str, Any] = dict(cfg.model.kwargs)
     kwargs.setdefault("num_classes", num_classes)
@@ -55,8 +58,8 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     seed_everything(t.seed, t.deterministic, t.threads)
     splits = build_splits(cfg.data)
     # A resumed run restores every weight from its checkpoint: the supernet in `init` is not read again.
-    engine = Engine(cfg, configured_model(cfg, splits.num_classes, inherit=not resume), splits, run,
-                    distill_strategy(cfg, splits))
+    model = configured_model(cfg, splits.num_classes, inherit=not resume, train=splits.train)
+    engine = Engine(cfg, model, splits, run, distill_strategy(cfg, splits))
     if engine.dist.is_main and not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     if resume:
