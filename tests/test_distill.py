@@ -163,12 +163,12 @@ def test_supernet_path_teacher_is_the_frozen_path_of_a_supernet_run(tmp_path):
 
     from cream.workflows.supernet import SUPERNET_WEIGHTS, new_supernet, resolve_space
 
-    run_cfg = load_config(RunConfig, None, base={"space": TINY_CREAM})
+    run_cfg = load_config(RunConfig, None, base={"space": TINY_CREAM, "data": {"image_size": 32}})
     net = new_supernet(run_cfg, resolve_space(run_cfg, 10))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(to_dict(run_cfg)))
     save_weights(net, tmp_path / SUPERNET_WEIGHTS)
     arch = net.space.sample(random.Random(1))
-    cfg = config("distill.teacher.kind=supernet", f"distill.teacher.path={tmp_path}")
+    cfg = config("distill.teacher.kind=supernet", f"distill.teacher.path={tmp_path}", "data.image_size=32")
     cfg = with_overrides(cfg, {"distill": {"teacher": {"arch": arch}}})
     teacher = build_teacher(cfg, build_splits(cfg.data))
     x = torch.randn(4, 3, 32, 32)
