@@ -24,6 +24,7 @@ from cream.spaces.base import Arch, Space
 from cream.teachers.losses import soft_cross_entropy
 from cream.train.board import BoardEntry, MatchingNetwork, PathBoard
 from cream.train.distributed import from_rank0, mean_over_ranks
+from cream.train.strategy import OwnedOptimizer
 from cream.train.hypergrad import lookahead, twice_differentiable
 from cream.train.uniform import Uniform
 
@@ -44,7 +45,8 @@ class Cream(Uniform):
     acc_gap (5.0), score ("top1" in %, or "neg_loss"), tie_break ("larger"), dedup (True): board rules.
     macs_min, macs_max (0 = no limit): admit only paths whose MACs (millions, ptflops-search) lie within.
     pick ("meta", or "top1": the board's best path with weight 0.5).
-    meta_lr (1e-4, scaled by the student's schedule), meta_momentum (0.9): the matching network's SGD.
+    meta_lr (1e-4, scaled by the student's schedule), meta_momentum (0.9): the matching network's SGD
+      (owned through `optimizers`: the engine checkpoints it and sets its lr).
     legacy_weight: weight the distillation by the last board entry's score, not the teacher's (§8 #2).
     legacy_hypergrad: hypergradient through the stem conv only, virtual step at the meta lr (§8 #3).
     """
@@ -89,6 +91,11 @@ class Cream(Uniform):
         self.meta = MatchingNetwork(engine.model.num_classes, self.board_images, generator).to(engine.device)
         self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=self.meta_lr, momentum=self.meta_momentum,
                                               nesterov=self.meta_momentum > 0)
+
+    def optimizers(self) -> dict[str, OwnedOptimizer]:
+        """The matching network's SGD; its lr follows the student's schedule, as it did as a group of the
+        original's optimizer."""
+        return {"meta": OwnedOptimizer(self.meta_optimizer, schedule="follow")}
 
     # --- one step ----------------------------------------------------------------------------
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
@@ -167,14 +174,14 @@ class Cream(Uniform):
         path_ids = {id(p) for p in net.path_parameters(arch)}
         theta = {name: p for name, p in net.named_parameters() if id(p) in path_ids}
         meta_params = list(self.meta.parameters())
-        meta_lr = self._scheduled_meta_lr()
         with torch.autocast(e.device.type, enabled=False), frozen_bn_stats(net), twice_differentiable(net):
             index, s = self._teacher_of(self.match_scores(arch))
             weight = torch.sigmoid(-s)
             with torch.no_grad():
                 teacher_probs = net(images[:n].float(), arch=self.board.entries[index].arch).softmax(-1)
             kd = weight * soft_cross_entropy(net(images[:n].float(), arch=arch), teacher_probs)
-            lr = meta_lr if self.legacy_hypergrad else e.optimizer.param_groups[0]["lr"]
+            optimizer = self.meta_optimizer if self.legacy_hypergrad else e.optimizer
+            lr = optimizer.param_groups[0]["lr"]
 
             def val_loss(stepped: dict[str, torch.Tensor]) -> torch.Tensor:
                 out = torch.func.functional_call(net, stepped, (images[n:2 * n].float(),), {"arch": arch})
@@ -182,18 +189,9 @@ class Cream(Uniform):
 
             hyper = lookahead(kd, theta, lr, val_loss, meta_params, first_only=self.legacy_hypergrad)
         for p, h in zip(meta_params, hyper, strict=True):
-            p.grad = mean_over_ranks(torch.zeros_like(p) if h is None else h.detach(), e.dist)
-        nn.utils.clip_grad_norm_(meta_params, 1.0)
-        for group in self.meta_optimizer.param_groups:
-            group["lr"] = meta_lr
-        self.meta_optimizer.step()
-        self.meta_optimizer.zero_grad(set_to_none=True)
+            p.grad = torch.zeros_like(p) if h is None else h.detach()
+        e.apply_gradients("meta", clip=1.0)
         self.meta_updates += 1
-
-    def _scheduled_meta_lr(self) -> float:
-        """The meta lr follows the student's schedule, as it did as a group of the original's optimizer."""
-        base = self.engine.cfg.optim.lr
-        return self.meta_lr * self.engine.optimizer.param_groups[0]["lr"] / base if base > 0 else self.meta_lr
 
     # --- reporting and state -----------------------------------------------------------------
     def end_epoch(self, epoch: int) -> dict[str, Any]:
@@ -214,7 +212,6 @@ class Cream(Uniform):
             "board": [{"arch": en.arch, "score": en.score, "macs": en.macs, "images": en.images, "probs": en.probs}
                       for en in self.board.entries],
             "meta": self.meta.state_dict(),
-            "meta_optimizer": self.meta_optimizer.state_dict(),
             "meta_updates": self.meta_updates,
         }
 
@@ -223,7 +220,6 @@ class Cream(Uniform):
         self.board.entries = [BoardEntry(d["arch"], d["score"], d["macs"], d["images"].to(device),
                                          d["probs"].to(device)) for d in state["board"]]
         self.meta.load_state_dict(state["meta"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.meta_updates = state["meta_updates"]
 
 
