@@ -122,7 +122,7 @@ class TrainConfig:
 class StrategyConfig:
     """How a supernet is trained (see docs/strategies.md for each strategy's parameters)."""
 
-    name: str = option("uniform", choices=["uniform", "cream"])
+    name: str = option("uniform", choices=["uniform", "cream", "darts"])
     kwargs: dict = option({}, doc="strategy parameters")
 
 

@@ -24,8 +24,8 @@ from cream.spaces.base import Arch, Space
 from cream.teachers.losses import soft_cross_entropy
 from cream.train.board import BoardEntry, MatchingNetwork, PathBoard
 from cream.train.distributed import from_rank0, mean_over_ranks
-from cream.train.strategy import OwnedOptimizer
 from cream.train.hypergrad import lookahead, twice_differentiable
+from cream.train.strategy import OwnedOptimizer, check_kwarg, is_int, is_number
 from cream.train.uniform import Uniform
 
 SCORES = ("top1", "neg_loss")
@@ -57,17 +57,17 @@ class Cream(Uniform):
                  macs_max: float = 0.0, pick: str = "meta", meta_lr: float = 1e-4, meta_momentum: float = 0.9,
                  legacy_weight: bool = False, legacy_hypergrad: bool = False) -> None:
         super().__init__(space, seed, **({} if probs is None else {"probs": probs}))
-        _check("board_size", board_size, _is_int(board_size) and board_size >= 1, "an integer >= 1")
-        _check("board_images", board_images, _is_int(board_images) and board_images >= 1, "an integer >= 1")
-        _check("meta_start_epoch", meta_start_epoch, _is_int(meta_start_epoch) and meta_start_epoch >= -1,
+        check_kwarg("board_size", board_size, is_int(board_size) and board_size >= 1, "an integer >= 1")
+        check_kwarg("board_images", board_images, is_int(board_images) and board_images >= 1, "an integer >= 1")
+        check_kwarg("meta_start_epoch", meta_start_epoch, is_int(meta_start_epoch) and meta_start_epoch >= -1,
                "an integer >= -1 (-1: from the first epoch)")
-        _check("update_every", update_every, _is_int(update_every) and update_every >= 1, "an integer >= 1")
-        _check("score", score, score in SCORES, f"one of {list(SCORES)}")
-        _check("tie_break", tie_break, tie_break in TIE_BREAKS, f"one of {list(TIE_BREAKS)}")
-        _check("pick", pick, pick in PICKS, f"one of {list(PICKS)}")
+        check_kwarg("update_every", update_every, is_int(update_every) and update_every >= 1, "an integer >= 1")
+        check_kwarg("score", score, score in SCORES, f"one of {list(SCORES)}")
+        check_kwarg("tie_break", tie_break, tie_break in TIE_BREAKS, f"one of {list(TIE_BREAKS)}")
+        check_kwarg("pick", pick, pick in PICKS, f"one of {list(PICKS)}")
         for key, value in (("acc_gap", acc_gap), ("macs_min", macs_min), ("macs_max", macs_max),
                            ("meta_lr", meta_lr), ("meta_momentum", meta_momentum)):
-            _check(key, value, _is_number(value) and value >= 0, "a number >= 0")
+            check_kwarg(key, value, is_number(value) and value >= 0, "a number >= 0")
         self.board = PathBoard(board_size, float(acc_gap), tie_break, bool(dedup))
         self.board_images, self.meta_start_epoch, self.update_every = board_images, meta_start_epoch, update_every
         self.score, self.pick, self.meta_lr, self.meta_momentum = score, pick, float(meta_lr), float(meta_momentum)
@@ -221,17 +221,3 @@ class Cream(Uniform):
                                          d["probs"].to(device)) for d in state["board"]]
         self.meta.load_state_dict(state["meta"])
         self.meta_updates = state["meta_updates"]
-
-
-def _is_int(value: Any) -> bool:
-    """An int but not a bool (YAML's `true` would otherwise pass as 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key 'strategy.kwargs.{key}' = {value!r} is not allowed; use {allowed}")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from cream.errors import ConfigError
 from cream.registry import SINGLE_PATH
 
 if TYPE_CHECKING:
@@ -91,3 +92,18 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
+
+
+def is_int(value: Any) -> bool:
+    """An int but not a bool (YAML's `true` would otherwise pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_kwarg(key: str, value: Any, ok: bool, allowed: str) -> None:
+    """One-line `ConfigError` for a strategy parameter `key` = `value` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"config key 'strategy.kwargs.{key}' = {value!r} is not allowed; use {allowed}")
