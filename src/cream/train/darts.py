@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cream.config import with_space_classes
 from cream.errors import ConfigError
 from cream.registry import MIXED
 from cream.spaces.base import Space
@@ -69,7 +70,7 @@ class Darts(Strategy):
             return float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean())
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
-        return {"alpha_entropy": round(self.alpha_entropy(), 6), "derived_arch": self.engine.model.derive()}
+        return {"alpha_entropy": self.alpha_entropy(), "derived_arch": self.engine.model.derive()}
 
     def eval_archs(self) -> list[tuple[str, Any]]:
         return [("model", None), ("derived", self.engine.model.derive())]
@@ -80,5 +81,6 @@ class Darts(Strategy):
         e = self.engine
         arch = e.model.derive()
         last = e.last_eval[1].get("derived") if e.last_eval is not None and e.last_eval[0] == e.step else None
-        return {"arch.json": {"arch": arch, "space": e.cfg.space, "score": last["top1"] if last else None,
+        space = with_space_classes(e.cfg, e.splits.num_classes).space  # as config.yaml has it, so resumed runs agree
+        return {"arch.json": {"arch": arch, "space": space, "score": last["top1"] if last else None,
                               "cost": self.space.cost(arch), "test_top1": None}}
