@@ -95,6 +95,12 @@ def test_darts_kwargs_and_supernet_kind_are_checked():
     splits = build_splits(cfg.data)
     with pytest.raises(ConfigError, match="strategy 'darts' needs a mixed supernet"):
         Engine(cfg, cream.supernet(dict(SPACE, num_classes=10)), splits, None, make_strategy(cfg.strategy, space, 0))
+    cfg = _cfg("data.val_fraction=0")
+    splits = build_splits(cfg.data)
+    engine = Engine(cfg, new_supernet(cfg, space), splits, None, make_strategy(cfg.strategy, space, 0))
+    with pytest.raises(ConfigError, match="strategy 'darts' draws batches from the val split, which this run does "
+                                          r"not have \(set data.val_fraction > 0\)"):
+        engine.train_step(*next(iter(engine.train_loader)))
 
 
 def test_architecture_parameters_step_only_on_held_out_batches():

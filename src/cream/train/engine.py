@@ -272,8 +272,8 @@ class Engine:
         if split not in self._streams:
             ds = getattr(self.splits, split, None)
             if ds is None:
-                raise ConfigError(f"strategy '{type(self.strategy).__name__}' draws batches from the {split} split, "
-                                  f"which this run does not have (set data.val_fraction > 0)")
+                raise ConfigError(f"strategy '{self.cfg.strategy.name}' draws batches from the {split} split, which "
+                                  f"this run does not have (set data.val_fraction > 0)")
             loader = train_loader(ds, self.cfg.data.batch_size, seed=self.cfg.train.seed + 1, rank=self.dist.rank,
                                   world=self.dist.world, workers=self.cfg.data.workers,
                                   pin_memory=self.device.type == "cuda", split=split)
