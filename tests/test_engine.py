@@ -13,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from cream.config import RunConfig, load_config
-from cream.errors import TrainingError
+from cream.errors import CheckpointError, TrainingError
 from cream.run_dir import RunDir
-from cream.train.strategy import Strategy
+from cream.train.strategy import OwnedOptimizer, Strategy
 from cream.workflows.train_model import train_standalone
 
 # A tiny ViT (LayerNorm only, so DDP matches one process exactly) on 16 px digits.
@@ -95,14 +95,14 @@ class NaNAt(Strategy):
         return loss * float("nan") if step == self.bad_step else loss
 
 
-def _engine(tmp_path, overrides, strategy):
+def _engine(tmp_path, overrides, strategy, resume=False):
     from cream.data import build_splits
     from cream.train.engine import Engine
     from cream.workflows.train_model import configured_model
 
     cfg = load_config(RunConfig, None, TINY + overrides)
     splits = build_splits(cfg.data)
-    run = RunDir.create(str(tmp_path / "run"), "retrain")
+    run = RunDir.create(str(tmp_path / "run"), "retrain", resume=resume)
     return Engine(cfg, configured_model(cfg, splits.num_classes), splits, run, strategy)
 
 
@@ -147,3 +147,54 @@ def test_bf16_autocast_and_channels_last_on_cpu(tmp_path):
             lambda m, i, o, seen=seen: seen.append((i[0].is_contiguous(memory_format=torch.channels_last), o.dtype)))
         engine.train_step(*next(iter(engine.train_loader)))
         assert seen == [(True, torch.bfloat16) if on else (False, torch.float32)]
+
+
+class Tempered(Strategy):
+    """Logits divided by a learned temperature that an SGD of the strategy's own steps (lr following the schedule)."""
+
+    def setup(self, engine):
+        super().setup(engine)
+        self.log_t = torch.zeros((), requires_grad=True)
+        self.sgd = torch.optim.SGD([self.log_t], lr=0.5, momentum=0.9)
+
+    def optimizers(self):
+        return {"temperature": OwnedOptimizer(self.sgd, schedule="follow")}
+
+    def loss(self, model, images, targets, step):
+        return self.engine.criterion(model(images) / self.log_t.exp(), targets)
+
+    def train_step(self, images, targets, step):
+        loss = super().train_step(images, targets, step)  # the weights' step leaves log_t's gradient in place
+        self.engine.apply_gradients("temperature")
+        return loss
+
+    def state_dict(self):
+        return {"log_t": self.log_t.detach().clone()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.log_t.copy_(state["log_t"])
+
+
+def test_a_strategy_optimizer_is_checkpointed_scheduled_and_restored(tmp_path):
+    flags = ["train.epochs=1", "optim.sched=cosine", "optim.lr=0.01"]
+    engine = _engine(tmp_path, flags, Tempered())
+    engine.fit()
+    sgd = engine.owned["temperature"].optimizer
+    assert engine.strategy.log_t.item() != 0 and sgd.state[engine.strategy.log_t]["momentum_buffer"].item() != 0
+    saved = torch.load(sorted((tmp_path / "run" / "checkpoints").glob("step-*.pt"))[-1], weights_only=True)
+    assert torch.equal(saved["strategy_optimizers"]["temperature"]["state"][0]["momentum_buffer"],
+                       sgd.state[engine.strategy.log_t]["momentum_buffer"])
+
+    engine.run.write_yaml("config.yaml", {})  # what `cream retrain` writes first, for RunDir's resume check
+    again = _engine(tmp_path, flags, Tempered(), resume=True)
+    fresh = again.owned["temperature"].optimizer
+    assert fresh.param_groups[0]["lr"] == 0.5 and not fresh.state  # at step 0 the schedule is at its base
+    again.resume()
+    assert torch.equal(fresh.state[again.strategy.log_t]["momentum_buffer"],
+                       sgd.state[engine.strategy.log_t]["momentum_buffer"])
+    assert fresh.param_groups[0]["lr"] == sgd.param_groups[0]["lr"] \
+        == 0.5 * again.optimizer.param_groups[0]["lr"] / 0.01 < 0.5
+    with pytest.raises(CheckpointError, match="holds strategy optimizers \\['temperature'\\], this run's strategy "
+                                              "has \\[\\]"):
+        _engine(tmp_path, flags, Strategy(), resume=True).resume()

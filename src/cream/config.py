@@ -122,7 +122,7 @@ class TrainConfig:
 class StrategyConfig:
     """How a supernet is trained (see docs/strategies.md for each strategy's parameters)."""
 
-    name: str = option("uniform", choices=["uniform", "cream", "shrink"])
+    name: str = option("uniform", choices=["uniform", "cream", "shrink", "darts"])
     kwargs: dict = option({}, doc="strategy parameters")
 
 

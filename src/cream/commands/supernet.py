@@ -10,7 +10,8 @@ from cream.commands import add_run_options, load_run_config, print_summary
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("supernet", help="train a weight-sharing supernet of a search space",
                        description="Train the supernet of CONFIG's space with its strategy (uniform single-path "
-                                   "sampling, Cream's prioritized paths, ...). Writes supernet.safetensors.")
+                                   "sampling, Cream's prioritized paths, first-order DARTS, ...). "
+                                   "Writes supernet.safetensors.")
     add_run_options(p)
     p.set_defaults(func=main)
 

@@ -87,10 +87,10 @@ def _holdout(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def train_loader(ds: Dataset, batch_size: int, *, seed: int, rank: int = 0, world: int = 1,
-                 workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A shuffled, sharded, resumable training loader (see `ShardedBatchSampler`)."""
+                 workers: int = 0, pin_memory: bool = False, split: str = "training") -> DataLoader:
+    """A shuffled, sharded, resumable training loader (see `ShardedBatchSampler`) over the `split` split."""
     if len(ds) < batch_size * world:
-        raise DataError(f"the training split has {len(ds)} images, fewer than one global batch "
+        raise DataError(f"the {split} split has {len(ds)} images, fewer than one global batch "
                         f"({batch_size} x {world} processes); lower data.batch_size")
     sampler = ShardedBatchSampler(len(ds), batch_size, seed=seed, rank=rank, world=world)
     return DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,

@@ -1,10 +1,14 @@
-"""The NAS-Bench-201 one-shot supernet: every cell edge holds all five candidate ops.
+"""The NAS-Bench-201 one-shot supernets: every cell edge holds all five candidate ops.
 
 All cells share one arch (as in the benchmark), but each cell has its own weights. `set_arch`
 picks one op per edge for the following forwards (single path, as SPOS trains it); `extract`
 builds the standalone `NB201Net` and copies the chosen ops' weights into it. The standalone
 network uses the same blocks under the same names, minus the op-name level of the supernet's
 edges, so its eval output equals the supernet's for that arch.
+
+The mixed supernet (DARTS-style) has the same weights plus architecture parameters α (one row of
+op logits per edge, shared by all cells, as in the benchmark's DARTS): with no arch selected,
+every edge computes the softmax(α)-weighted sum of its candidates (`none` adds zero).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import torch
 from torch import nn
 
 from cream.models.nb201 import NB201Macro, NB201Net, build_nb201, cell_forward, make_op
-from cream.registry import SINGLE_PATH, register_supernet
+from cream.registry import MIXED, SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.nb201 import EDGES, OPS, NB201Space
 from cream.supernets.base import arch_selected
 
 _EDGE_OP = re.compile(r"(cells\.\d+\.edges\.\d+)\.(\w+)\.(.+)")
+_OP_INDEX = {op: i for i, op in enumerate(OPS)}
 
 
 class MixedCell(nn.Module):
@@ -33,9 +38,17 @@ class MixedCell(nn.Module):
         )
         self.ops: list[str] = ["none"] * len(EDGES)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return cell_forward(x, [None if op == "none" else edge[op] for op, edge in zip(self.ops, self.edges,
-                                                                                           strict=True)])
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The selected ops (`self.ops`), or with `weights` (edges x `OPS`) every edge's weighted sum."""
+        if weights is None:
+            return cell_forward(x, [None if op == "none" else edge[op] for op, edge in zip(self.ops, self.edges,
+                                                                                               strict=True)])
+        return cell_forward(x, [_weighted(edge, w) for edge, w in zip(self.edges, weights, strict=True)])
+
+
+def _weighted(edge: nn.ModuleDict, w: torch.Tensor):
+    """An edge's mixed op: sum of w[op] x op(x) over its blocks (`none` has none and adds zero)."""
+    return lambda x: sum(w[_OP_INDEX[op]] * block(x) for op, block in edge.items())
 
 
 class NB201Supernet(NB201Macro):
@@ -76,6 +89,8 @@ class NB201Supernet(NB201Macro):
         state = {}
         for key, value in self.state_dict().items():
             m = _EDGE_OP.fullmatch(key)
+            if key == "alphas":
+                continue  # the mixed supernet's architecture parameters
             if m is None:
                 state[key] = value
             elif arch["ops"][int(m.group(1).rsplit(".", 1)[1])] == m.group(2):
@@ -84,4 +99,50 @@ class NB201Supernet(NB201Macro):
         return net.to(next(self.parameters()).device).train(self.training)
 
 
+class MixedNB201Supernet(NB201Supernet):
+    """The NB201 supernet with architecture parameters (DARTS-style): `alphas` (edges x ops, shared by all
+    cells). With no arch selected (the default, or `set_arch(None)`) every edge computes the
+    softmax(α)-weighted sum of its ops; `set_arch(arch)` or `forward(x, arch=...)` runs one path, as the
+    single-path supernet does (to score or extract an arch with the shared weights)."""
+
+    kind = MIXED
+
+    def __init__(self, space: NB201Space) -> None:
+        super().__init__(space)
+        self.alphas = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
+        self.arch = None
+
+    def set_arch(self, arch: Arch | str | None) -> None:
+        """Select one path for the next forwards; None returns to the α-weighted mixture."""
+        if arch is None:
+            self.arch = None
+        else:
+            super().set_arch(arch)
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alphas]
+
+    def edge_weights(self) -> torch.Tensor:
+        """softmax(α) per edge (edges x `OPS`)."""
+        return self.alphas.softmax(-1)
+
+    def derive(self) -> Arch:
+        """The arch α prefers: the op of largest α on each edge (the first on ties)."""
+        return {"ops": [OPS[i] for i in self.alphas.detach().argmax(-1).tolist()]}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.edge_weights() if self.arch is None else None
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x, weights) if isinstance(cell, MixedCell) else cell(x)
+        return self.act(self.norm(x))
+
+    def path_parameters(self, arch: Arch | None = None) -> list[nn.Parameter]:
+        """The weights `arch`'s forward uses (with no arch and none selected: every weight), never α."""
+        if arch is None and self.arch is None:
+            return [p for p in self.parameters() if p is not self.alphas]
+        return [p for p in super().path_parameters(arch) if p is not self.alphas]
+
+
 register_supernet("nb201", SINGLE_PATH, NB201Supernet)
+register_supernet("nb201", MIXED, MixedNB201Supernet)

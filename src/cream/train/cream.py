@@ -26,6 +26,7 @@ from cream.teachers.networks import SupernetPath
 from cream.train.board import BoardEntry, MatchingNetwork, PathBoard
 from cream.train.distributed import from_rank0, mean_over_ranks
 from cream.train.hypergrad import lookahead, twice_differentiable
+from cream.train.strategy import OwnedOptimizer, check_kwarg, is_int, is_number
 from cream.train.uniform import Uniform
 
 SCORES = ("top1", "neg_loss")
@@ -45,7 +46,8 @@ class Cream(Uniform):
     acc_gap (5.0), score ("top1" in %, or "neg_loss"), tie_break ("larger"), dedup (True): board rules.
     macs_min, macs_max (0 = no limit): admit only paths whose MACs (millions, ptflops-search) lie within.
     pick ("meta", or "top1": the board's best path with weight 0.5).
-    meta_lr (1e-4, scaled by the student's schedule), meta_momentum (0.9): the matching network's SGD.
+    meta_lr (1e-4, scaled by the student's schedule), meta_momentum (0.9): the matching network's SGD
+      (owned through `optimizers`: the engine checkpoints it and sets its lr).
     legacy_weight: weight the distillation by the last board entry's score, not the teacher's (§8 #2).
     legacy_hypergrad: hypergradient through the stem conv only, virtual step at the meta lr (§8 #3).
     """
@@ -56,17 +58,17 @@ class Cream(Uniform):
                  macs_max: float = 0.0, pick: str = "meta", meta_lr: float = 1e-4, meta_momentum: float = 0.9,
                  legacy_weight: bool = False, legacy_hypergrad: bool = False) -> None:
         super().__init__(space, seed, **({} if probs is None else {"probs": probs}))
-        _check("board_size", board_size, _is_int(board_size) and board_size >= 1, "an integer >= 1")
-        _check("board_images", board_images, _is_int(board_images) and board_images >= 1, "an integer >= 1")
-        _check("meta_start_epoch", meta_start_epoch, _is_int(meta_start_epoch) and meta_start_epoch >= -1,
+        check_kwarg("board_size", board_size, is_int(board_size) and board_size >= 1, "an integer >= 1")
+        check_kwarg("board_images", board_images, is_int(board_images) and board_images >= 1, "an integer >= 1")
+        check_kwarg("meta_start_epoch", meta_start_epoch, is_int(meta_start_epoch) and meta_start_epoch >= -1,
                "an integer >= -1 (-1: from the first epoch)")
-        _check("update_every", update_every, _is_int(update_every) and update_every >= 1, "an integer >= 1")
-        _check("score", score, score in SCORES, f"one of {list(SCORES)}")
-        _check("tie_break", tie_break, tie_break in TIE_BREAKS, f"one of {list(TIE_BREAKS)}")
-        _check("pick", pick, pick in PICKS, f"one of {list(PICKS)}")
+        check_kwarg("update_every", update_every, is_int(update_every) and update_every >= 1, "an integer >= 1")
+        check_kwarg("score", score, score in SCORES, f"one of {list(SCORES)}")
+        check_kwarg("tie_break", tie_break, tie_break in TIE_BREAKS, f"one of {list(TIE_BREAKS)}")
+        check_kwarg("pick", pick, pick in PICKS, f"one of {list(PICKS)}")
         for key, value in (("acc_gap", acc_gap), ("macs_min", macs_min), ("macs_max", macs_max),
                            ("meta_lr", meta_lr), ("meta_momentum", meta_momentum)):
-            _check(key, value, _is_number(value) and value >= 0, "a number >= 0")
+            check_kwarg(key, value, is_number(value) and value >= 0, "a number >= 0")
         self.board = PathBoard(board_size, float(acc_gap), tie_break, bool(dedup))
         self.board_images, self.meta_start_epoch, self.update_every = board_images, meta_start_epoch, update_every
         self.score, self.pick, self.meta_lr, self.meta_momentum = score, pick, float(meta_lr), float(meta_momentum)
@@ -90,6 +92,11 @@ class Cream(Uniform):
         self.meta = MatchingNetwork(engine.model.num_classes, self.board_images, generator).to(engine.device)
         self.meta_optimizer = torch.optim.SGD(self.meta.parameters(), lr=self.meta_lr, momentum=self.meta_momentum,
                                               nesterov=self.meta_momentum > 0)
+
+    def optimizers(self) -> dict[str, OwnedOptimizer]:
+        """The matching network's SGD; its lr follows the student's schedule, as it did as a group of the
+        original's optimizer."""
+        return {"meta": OwnedOptimizer(self.meta_optimizer, schedule="follow")}
 
     # --- one step ----------------------------------------------------------------------------
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
@@ -167,13 +174,13 @@ class Cream(Uniform):
         path_ids = {id(p) for p in net.path_parameters(arch)}
         theta = {name: p for name, p in net.named_parameters() if id(p) in path_ids}
         meta_params = list(self.meta.parameters())
-        meta_lr = self._scheduled_meta_lr()
         with torch.autocast(e.device.type, enabled=False), frozen_bn_stats(net), twice_differentiable(net):
             index, s = self._teacher_of(self.match_scores(arch))
             weight = torch.sigmoid(-s)
             teacher_probs = SupernetPath(net, self.board.entries[index].arch)(images[:n].float()).softmax(-1)
             kd = weight * soft_cross_entropy(net(images[:n].float(), arch=arch), teacher_probs)
-            lr = meta_lr if self.legacy_hypergrad else e.optimizer.param_groups[0]["lr"]
+            optimizer = self.meta_optimizer if self.legacy_hypergrad else e.optimizer
+            lr = optimizer.param_groups[0]["lr"]
 
             def val_loss(stepped: dict[str, torch.Tensor]) -> torch.Tensor:
                 out = torch.func.functional_call(net, stepped, (images[n:2 * n].float(),), {"arch": arch})
@@ -181,18 +188,9 @@ class Cream(Uniform):
 
             hyper = lookahead(kd, theta, lr, val_loss, meta_params, first_only=self.legacy_hypergrad)
         for p, h in zip(meta_params, hyper, strict=True):
-            p.grad = mean_over_ranks(torch.zeros_like(p) if h is None else h.detach(), e.dist)
-        nn.utils.clip_grad_norm_(meta_params, 1.0)
-        for group in self.meta_optimizer.param_groups:
-            group["lr"] = meta_lr
-        self.meta_optimizer.step()
-        self.meta_optimizer.zero_grad(set_to_none=True)
+            p.grad = torch.zeros_like(p) if h is None else h.detach()
+        e.apply_gradients("meta", clip=1.0)
         self.meta_updates += 1
-
-    def _scheduled_meta_lr(self) -> float:
-        """The meta lr follows the student's schedule, as it did as a group of the original's optimizer."""
-        base = self.engine.cfg.optim.lr
-        return self.meta_lr * self.engine.optimizer.param_groups[0]["lr"] / base if base > 0 else self.meta_lr
 
     # --- reporting and state -----------------------------------------------------------------
     def end_epoch(self, epoch: int) -> dict[str, Any]:
@@ -213,7 +211,6 @@ class Cream(Uniform):
             "board": [{"arch": en.arch, "score": en.score, "macs": en.macs, "images": en.images, "probs": en.probs}
                       for en in self.board.entries],
             "meta": self.meta.state_dict(),
-            "meta_optimizer": self.meta_optimizer.state_dict(),
             "meta_updates": self.meta_updates,
         }
 
@@ -222,19 +219,4 @@ class Cream(Uniform):
         self.board.entries = [BoardEntry(d["arch"], d["score"], d["macs"], d["images"].to(device),
                                          d["probs"].to(device)) for d in state["board"]]
         self.meta.load_state_dict(state["meta"])
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.meta_updates = state["meta_updates"]
-
-
-def _is_int(value: Any) -> bool:
-    """An int but not a bool (YAML's `true` would otherwise pass as 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"config key 'strategy.kwargs.{key}' = {value!r} is not allowed; use {allowed}")

@@ -3,6 +3,12 @@
 Generic machinery lives here: device and precision, DDP, timm's optimizer, scheduler, mixup,
 losses and EMA, checkpoints and resume, logging and progress. What differs between methods
 (which path a supernet takes, which loss) is a `Strategy`.
+
+A step is made of reusable pieces, so that a strategy taking a whole step of its own (several
+updates, several optimizers) gets the same precision, loss scaling, clipping, non-finite policy
+and EMA as the default step: `optimize(loss, name)` backpropagates a loss into one optimizer's
+parameters and steps it; `apply_gradients(name)` steps an optimizer on gradients already in place;
+`next_batch(split)` draws from a second, resumable data stream (held-out batches).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -18,12 +25,12 @@ from tqdm import tqdm
 
 from cream.config import RunConfig
 from cream.data import Splits, train_loader, with_keys
-from cream.errors import CheckpointError, TrainingError
+from cream.errors import CheckpointError, ConfigError, TrainingError
 from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
-from cream.train.distributed import Dist, init_distributed
+from cream.train.distributed import Dist, init_distributed, mean_over_ranks
 from cream.train.evaluate import amp_autocast, evaluate
-from cream.train.strategy import Strategy
+from cream.train.strategy import OwnedOptimizer, Strategy
 
 
 def pick_device(name: str) -> torch.device:
@@ -76,8 +83,11 @@ class Engine:
             self.forward_model = torch.compile(self.forward_model)
 
         o = cfg.optim
+        arch_ids = {id(p) for p in getattr(self.model, "arch_parameters", list)()}
+        groups = {"param_group_fn": partial(_weight_groups, weight_decay=o.weight_decay, skip=arch_ids)} \
+            if arch_ids else {}  # architecture parameters are a strategy's to step, never the weights' optimizer's
         self.optimizer = create_optimizer_v2(self.model, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay,
-                                             momentum=o.momentum, **({"eps": o.eps} if o.eps else {}))
+                                             momentum=o.momentum, **({"eps": o.eps} if o.eps else {}), **groups)
         pin = self.device.type == "cuda"
         self.train_loader = train_loader(splits.train, d.batch_size, seed=t.seed, rank=self.dist.rank,
                                          world=self.dist.world, workers=d.workers, pin_memory=pin)
@@ -108,7 +118,15 @@ class Engine:
         self.batch_keys: list[tuple[int, int]] | None = None
         #: (step, results) of the latest `evaluate_archs` on splits.val, for callers that want it again.
         self.last_eval: tuple[int, dict[str, dict[str, float]]] | None = None
+        #: batches drawn so far from each second stream (`next_batch`), and their loaders and iterators.
+        self.stream_batches: dict[str, int] = {}
+        self._streams: dict[str, Any] = {}
+        self._stream_iters: dict[str, Any] = {}
         self.strategy.setup(self)
+        #: the strategy's own optimizers, by name; their lrs as created are the base of their schedules.
+        self.owned: dict[str, OwnedOptimizer] = self.strategy.optimizers()
+        self._owned_base_lr = {name: [g["lr"] for g in own.optimizer.param_groups] for name, own in self.owned.items()}
+        self._schedule_owned()
 
     # -----------------------------------------------------------------------------------------
     def _scheduler(self) -> Any:
@@ -164,51 +182,117 @@ class Engine:
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor,
                    keys: list[tuple[int, int]] | None = None) -> float | None:
-        """One optimizer step; returns the loss, or None where a non-finite loss was skipped."""
-        t = self.cfg.train
+        """One training step (the strategy's); returns the loss, or None where a non-finite loss was skipped.
+
+        `keys` are the batch's (sample index, augmentation seed) pairs, kept in `batch_keys` for teachers
+        that look outputs up by sample (a logit store)."""
         self.batch_keys = keys
-        images = images.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
-        if t.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, targets = self.to_device(images, targets)
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
-        with self.autocast():
-            loss = self.strategy.loss(self.forward_model, images, targets, self.step)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            if t.on_nan == "stop":
-                last = ckpt.list_checkpoints(self.run.checkpoints)[-1:] if self.run else []
-                keep = f"; the last good checkpoint is {last[0]}" if last else ""
-                raise TrainingError(f"loss is {value} at step {self.step} (epoch {self.epoch}); stopping{keep} "
-                                    "(set train.on_nan=skip to skip such steps)")
-            self.skipped_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            self._advance(loss)
-            return None
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        if self.cfg.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model, step=self.step)
-        self._advance(loss)
-        return value
-
-    def _advance(self, loss: torch.Tensor) -> None:
+        loss = self.strategy.train_step(images, targets, self.step)
         self.strategy.after_step(self.step, loss)
         self.step += 1
         if self.scheduler is not None:
             self.scheduler.step_update(self.step)
+        self._schedule_owned()
+        return loss
+
+    def to_device(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        if self.cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, targets
+
+    # --- the pieces of a step ------------------------------------------------------------------
+    def optimize(self, loss: torch.Tensor, name: str | None = None) -> float | None:
+        """Backpropagate `loss` and step the optimizer `name` (a strategy's, see `Strategy.optimizers`; None:
+        the weights'). A strategy's optimizer gets gradients for its own parameters only. Loss scaling,
+        the non-finite policy (`train.on_nan`), clipping and EMA are the run's. Returns the loss value, or
+        None where a non-finite loss was skipped."""
+        value = float(loss.detach())
+        optimizer = self._optimizer(name)
+        optimizer.zero_grad(set_to_none=True)
+        if not math.isfinite(value):
+            what = "loss" if name is None else f"loss of the strategy's optimizer '{name}'"
+            if self.cfg.train.on_nan == "stop":
+                last = ckpt.list_checkpoints(self.run.checkpoints)[-1:] if self.run else []
+                keep = f"; the last good checkpoint is {last[0]}" if last else ""
+                raise TrainingError(f"{what} is {value} at step {self.step} (epoch {self.epoch}); stopping{keep} "
+                                    "(set train.on_nan=skip to skip such steps)")
+            self.skipped_steps += 1
+            return None
+        inputs = None if name is None else [p for g in optimizer.param_groups for p in g["params"]]
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward(inputs=inputs)
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        self._step(name, optimizer, self.cfg.optim.clip_grad if name is None else 0.0, self.scaler)
+        return value
+
+    def apply_gradients(self, name: str, clip: float = 0.0) -> None:
+        """Step the strategy's optimizer `name` on the (unscaled) gradients its parameters hold, e.g. a
+        hypergradient; gradients are averaged over ranks first and clipped to norm `clip` (0: not)."""
+        self._step(name, self._optimizer(name), clip, None)
+
+    def _optimizer(self, name: str | None) -> torch.optim.Optimizer:
+        if name is None:
+            return self.optimizer
+        if name not in self.owned:
+            raise TrainingError(f"the strategy owns no optimizer named {name!r}; it has {sorted(self.owned)}")
+        return self.owned[name].optimizer
+
+    def _step(self, name: str | None, optimizer: torch.optim.Optimizer, clip: float, scaler: Any) -> None:
+        params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if name is not None:  # DDP averages the weights' gradients; a strategy's parameters live outside it
+            for p in params:
+                p.grad = mean_over_ranks(p.grad, self.dist)
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if name is None:
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+
+    def _schedule_owned(self) -> None:
+        """Set the lr of each strategy optimizer that follows the weights' schedule (see `OwnedOptimizer`)."""
+        base = self.cfg.optim.lr
+        for name, own in self.owned.items():
+            if own.schedule == "follow" and base > 0:
+                lr = self.optimizer.param_groups[0]["lr"]
+                for group, own_base in zip(own.optimizer.param_groups, self._owned_base_lr[name], strict=True):
+                    group["lr"] = own_base * lr / base
+
+    def next_batch(self, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of a second data stream over `splits.<split>` (e.g. held-out batches for
+        architecture parameters), on the device. Each pass over the split is shuffled by (seed, pass) and
+        sharded over ranks as the training loader is; the position is checkpointed, so a resumed run
+        draws the same batches."""
+        if split not in self._streams:
+            ds = getattr(self.splits, split, None)
+            if ds is None:
+                raise ConfigError(f"strategy '{self.cfg.strategy.name}' draws batches from the {split} split, which "
+                                  f"this run does not have (set data.val_fraction > 0)")
+            loader = train_loader(ds, self.cfg.data.batch_size, seed=self.cfg.train.seed + 1, rank=self.dist.rank,
+                                  world=self.dist.world, workers=self.cfg.data.workers,
+                                  pin_memory=self.device.type == "cuda", split=split)
+            self._streams[split] = loader, len(loader.batch_sampler)
+        loader, per_pass = self._streams[split]
+        drawn = self.stream_batches.get(split, 0)
+        if split not in self._stream_iters:
+            loader.batch_sampler.set_epoch(*divmod(drawn, per_pass))
+            self._stream_iters[split] = iter(loader)
+        images, targets = next(self._stream_iters[split])
+        self.stream_batches[split] = drawn + 1
+        if (drawn + 1) % per_pass == 0:
+            del self._stream_iters[split]  # the next draw starts the next pass
+        return self.to_device(images, targets)
 
     def _end_epoch(self, images_per_s: float) -> None:
         record: dict[str, Any] = {"step": self.step, "epoch": self.epoch, "images_per_s": round(images_per_s, 2)}
@@ -251,9 +335,10 @@ class Engine:
             "ema": self.ema.module.state_dict() if self.ema is not None else {},
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "strategy": self.strategy.state_dict(),
+            "strategy_optimizers": {name: own.optimizer.state_dict() for name, own in self.owned.items()},
             "rng": ckpt.rng_state(),
             "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                         "skipped_steps": self.skipped_steps},
+                         "skipped_steps": self.skipped_steps, "stream_batches": dict(self.stream_batches)},
         }
         ckpt.save_atomic(state, ckpt.checkpoint_path(self.run.checkpoints, self.step))
         ckpt.prune(self.run.checkpoints, self.cfg.train.keep_checkpoints)
@@ -272,6 +357,12 @@ class Engine:
                 self.ema.module.load_state_dict(state["ema"])
             if self.scaler is not None and state["scaler"]:
                 self.scaler.load_state_dict(state["scaler"])
+            saved = state.get("strategy_optimizers", {})
+            if saved.keys() != self.owned.keys():
+                raise ValueError(f"it holds strategy optimizers {sorted(saved)}, this run's strategy has "
+                               f"{sorted(self.owned)}")
+            for name, own in self.owned.items():
+                own.optimizer.load_state_dict(saved[name])
         except (RuntimeError, KeyError, ValueError) as e:
             raise CheckpointError(f"checkpoint in '{self.run.checkpoints}' does not fit this run: "
                                   f"{str(e).splitlines()[0]}") from None
@@ -280,8 +371,10 @@ class Engine:
         p = state["progress"]
         self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
         self.skipped_steps = p["skipped_steps"]
+        self.stream_batches, self._stream_iters = dict(p.get("stream_batches", {})), {}
         if self.scheduler is not None:
             self.scheduler.step_update(self.step)
+        self._schedule_owned()
         if self.dist.is_main:
             self.run.truncate_metrics(self.step)
 
@@ -292,3 +385,12 @@ class Engine:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self.tb.add_scalar(k, v, record["step"])
+
+
+def _weight_groups(model: nn.Module, weight_decay: float, skip: set[int]) -> list[dict[str, Any]]:
+    """timm's weight-decay parameter groups of `model` without the parameters in `skip` (by id)."""
+    from timm.optim import param_groups_weight_decay
+
+    groups = param_groups_weight_decay(model, weight_decay, no_weight_decay_list=getattr(model, "no_weight_decay",
+                                                                                       set)())
+    return [{**g, "params": [p for p in g["params"] if id(p) not in skip]} for g in groups]

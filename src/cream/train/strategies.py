@@ -6,20 +6,31 @@ from cream.config import StrategyConfig
 from cream.errors import ConfigError
 from cream.spaces.base import Space
 from cream.train.cream import Cream
+from cream.train.darts import Darts
 from cream.train.shrink import Shrink
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
-STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink}
+STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts}
+
+
+def supernet_kind(cfg: StrategyConfig) -> str:
+    """The kind of supernet strategy `cfg.name` trains (`cream.registry.KINDS`)."""
+    return _strategy_class(cfg).supernet_kind
+
+
+def _strategy_class(cfg: StrategyConfig) -> type[Strategy]:
+    if cfg.name not in STRATEGIES:
+        raise ConfigError(f"config key 'strategy.name' = {cfg.name!r} is not available; "
+                          f"choose one of {sorted(STRATEGIES)}")
+    return STRATEGIES[cfg.name]
 
 
 def make_strategy(cfg: StrategyConfig, space: Space, seed: int) -> Strategy:
     """The strategy `cfg.name` for `space`, with `cfg.kwargs`; a one-line error for bad parameters."""
-    if cfg.name not in STRATEGIES:
-        raise ConfigError(f"config key 'strategy.name' = {cfg.name!r} is not available; "
-                          f"choose one of {sorted(STRATEGIES)}")
+    cls = _strategy_class(cfg)
     try:
-        return STRATEGIES[cfg.name](space, seed=seed, **cfg.kwargs)
+        return cls(space, seed=seed, **cfg.kwargs)
     except TypeError as e:
         raise ConfigError(f"config key 'strategy.kwargs' = {cfg.kwargs!r} does not fit strategy "
                           f"'{cfg.name}': {e}") from None

@@ -25,7 +25,7 @@ from cream.spaces import get_space
 from cream.spaces.base import Arch, Space
 from cream.supernets import build_supernet
 from cream.train.engine import Engine, pick_device, seed_everything
-from cream.train.strategies import make_strategy
+from cream.train.strategies import make_strategy, supernet_kind
 from cream.weights import load_weights, save_weights
 
 SUPERNET_WEIGHTS = "supernet.safetensors"
@@ -87,10 +87,11 @@ def arch_model_kwargs(cfg: RunConfig) -> dict[str, Any]:
 
 
 def new_supernet(cfg: RunConfig, space: Space) -> nn.Module:
-    """The supernet of `space`, with `arch_model_kwargs(cfg)` for its constructor."""
+    """The supernet of `space` of the kind `cfg.strategy` trains (single-path unless the strategy says
+    otherwise, e.g. mixed for 'darts'), with `arch_model_kwargs(cfg)` for its constructor."""
     kwargs = arch_model_kwargs(cfg)
     try:
-        return build_supernet(space, **kwargs)
+        return build_supernet(space, supernet_kind(cfg.strategy), **kwargs)
     except TypeError as e:
         raise ConfigError(f"config key 'model.kwargs' = {kwargs!r} does not fit the supernet of "
                           f"'{space.name}': {e}") from None
