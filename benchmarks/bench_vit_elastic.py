@@ -1,17 +1,20 @@
 """Speed of the AutoFormer supernet (arch set) vs its extracted model vs timm's ViT, CPU.
 
 For two uniform shapes (embed 192 / 384, depth 12, heads 3 / 6, MLP ratio 4, inside the tiny
-and small spaces), times eval forward and a train step (forward, loss, backward) of:
+and small spaces) and the published AutoFormer-T arch (`t`: embed 192, depth 13, heads 3–4, MLP
+ratios 3–4, in the tiny space with ratio 3 added), at 224 px, times eval forward and a train step (forward, loss,
+backward) of:
 * the supernet of the space with the arch set, and the model `extract` returns for it, with
   relative positions on (the published setting);
-* the same pair with relative positions off, and timm's `VisionTransformer` of the same shape
-  (avg pool, LN eps 1e-5, fused attention), so the three compute the same function family.
+* the same pair with relative positions off, and (uniform shapes only) timm's
+  `VisionTransformer` of the same shape (avg pool, LN eps 1e-5, fused attention), so the three
+  compute the same function family.
 Models are timed round-robin in one process. The machine is shared, so a step is timed in
 process CPU seconds (insensitive to being descheduled) on one thread by default, and the
 median over repeats is reported (`--stat min` for the minimum), with ratios. Also measures the analytic cost model's
 throughput (archs/s, one core).
 
-    PYTHONPATH=src python benchmarks/bench_vit_elastic.py [--batch 8] [--repeats 7]
+    PYTHONPATH=src python benchmarks/bench_vit_elastic.py [--batch 8] [--repeats 7] [--sizes t]
 """
 
 from __future__ import annotations
@@ -31,8 +34,15 @@ from torch import nn
 
 import cream
 from cream.spaces import get_space
+from cream.spaces.vit import published_archs
 
-SHAPES = {"tiny": ("autoformer-tiny", 192, 3), "small": ("autoformer-small", 384, 6)}
+
+def _uniform(dim: int, heads: int) -> dict:
+    return {"embed_dim": dim, "depth": 12, "num_heads": [heads] * 12, "mlp_ratio": [4.0] * 12}
+
+
+SHAPES = {"tiny": ("autoformer-tiny", _uniform(192, 3)), "small": ("autoformer-small", _uniform(384, 6)),
+          "t": ("autoformer-tiny-ext", published_archs()["tiny"])}
 
 
 def _eval_step(model: nn.Module, x: torch.Tensor) -> None:
@@ -46,20 +56,21 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def bench_shape(size: str, batch: int, repeats: int, stat) -> dict:
-    space_name, dim, heads = SHAPES[size]
-    arch = {"embed_dim": dim, "depth": 12, "num_heads": [heads] * 12, "mlp_ratio": [4.0] * 12}
+    space_name, arch = SHAPES[size]
+    dim, depth = arch["embed_dim"], arch["depth"]
+    uniform = len({*arch["num_heads"]}) == len({*arch["mlp_ratio"]}) == 1
     x = torch.randn(batch, 3, 224, 224)
     y = torch.randint(0, 1000, (batch,))
-    out = {"arch": f"embed {dim}, depth 12, heads {heads}, mlp 4.0 in {space_name}"}
+    out = {"arch": f"{json.dumps(arch)} in {space_name}"}
     for rel_pos in (True, False):
         torch.manual_seed(0)
         supernet = cream.supernet(get_space(space_name, rel_pos=rel_pos))
         supernet.set_arch(arch)
         models = {"supernet": supernet, "extracted": supernet.extract(arch)}
-        if not rel_pos:
+        if not rel_pos and uniform:
             models["timm"] = VisionTransformer(
-                embed_dim=dim, depth=12, num_heads=heads, mlp_ratio=4.0, global_pool="avg", fc_norm=False,
-                norm_layer=partial(nn.LayerNorm, eps=1e-5))
+                embed_dim=dim, depth=depth, num_heads=arch["num_heads"][0], mlp_ratio=arch["mlp_ratio"][0],
+                global_pool="avg", fc_norm=False, norm_layer=partial(nn.LayerNorm, eps=1e-5))
         tag = "relpos" if rel_pos else "no_relpos"
         for mode in ("eval", "train"):
             for m in models.values():

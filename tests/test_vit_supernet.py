@@ -190,3 +190,35 @@ def test_autoformer_tiny_from_timm():
     assert [len(b.mlp.fc1.weight) for b in model.blocks] == [int(192 * r) for r in arch["mlp_ratio"]]
     assert model.pretrained_cfg["input_size"] == (3, 224, 224)
     assert timm.create_model("autoformer_tiny", num_classes=10).head.out_features == 10
+
+
+def test_inference_weights_follow_arch_and_parameter_changes():
+    """No-grad forwards keep contiguous active weights; a new arch, an optimizer step,
+    `load_state_dict` or a dtype round trip must not leave them stale."""
+    net = supernet().eval()
+    rng = random.Random(2)
+    a = net.space.sample(rng)
+    b = {**net.space.sample(rng), "embed_dim": 32}  # narrower than the super width: weight copies
+    x = torch.randn(2, 3, 32, 32)
+
+    def check():
+        with torch.inference_mode():
+            y = net(x)
+        with torch.no_grad():
+            expected = net.extract(net.arch).eval()(x)
+            assert torch.equal(net(x), y)  # extract's set_arch dropped the weights: kept anew for the next change
+        assert torch.allclose(y, expected, atol=1e-5, rtol=0)
+
+    net.set_arch(a)
+    check()
+    net.set_arch(b)
+    check()
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    net(x).sum().backward()
+    opt.step()
+    check()
+    torch.manual_seed(1)
+    net.load_state_dict(cream.supernet(net.space).state_dict())
+    check()
+    net.half().float()  # new storage (maybe at a freed address) with rounded values
+    check()

@@ -2,12 +2,16 @@
 
 Every elastic op has `set_active(...)` to choose its slice and `active_params()` returning the
 sliced tensors under the same names as its static counterpart (`cream.nn.vit_blocks`). Its
-forward uses exactly `active_params()`, so a state dict built from them reproduces the
-supernet's output in the static model. Slices are views, with two exceptions: when gradients
-are on, a slice of the input columns (strided) is copied, because the backward matmul on a
-strided weight measured ~10 % slower per linear on CPU than on a contiguous copy, and the copy
-is small next to the activations; and the qkv weight, whose Q, K and V parts come from three
-places, is always copied. A slice that covers a whole tensor is the parameter itself (`leading`).
+forward uses exactly the values of `active_params()` (through `forward_params()`), so a state
+dict built from them reproduces the supernet's output in the static model.
+
+Slices are views, except the qkv weight, whose Q, K and V parts come from three places. A slice
+that covers a whole tensor is the parameter itself (`leading`). The forward runs on contiguous
+copies of strided slices (a slice of a weight's input columns): with gradients a matmul's
+backward on a strided weight measured ~10 % slower per linear on CPU, and the copy is small next
+to the activations; without gradients (eval, search) the copies are kept from one forward to
+the next, so inference runs the extracted model's kernels on the same layouts, with no slicing
+or copying per forward.
 """
 
 from __future__ import annotations
@@ -31,10 +35,28 @@ def leading(t: Tensor, *sizes: int) -> Tensor:
 
 
 class ElasticModule(nn.Module):
-    """Marker base: an op with super weights that exposes its active slice."""
+    """Base of the ops with super weights: `active_params()` is the active slice."""
+
+    # (parameter key, tensors) of the last no-grad forward; `set_active` and `_apply` drop it
+    _inference: tuple[tuple, dict[str, Tensor]] | None = None
 
     def active_params(self) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def forward_params(self) -> dict[str, Tensor]:
+        """`active_params()` made contiguous. Without gradients they are kept while each parameter
+        keeps its storage and version counter (an optimizer step, `load_state_dict` or any
+        in-place write bumps it; a write through `.data`, invisible to autograd too, does not)."""
+        if torch.is_grad_enabled():
+            return {k: t.contiguous() for k, t in self.active_params().items()}
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters(recurse=False))
+        if self._inference is None or self._inference[0] != key:
+            self._inference = key, {k: t.contiguous() for k, t in self.active_params().items()}
+        return self._inference[1]
+
+    def _apply(self, *args, **kwargs):  # .to(), .half(), ... may give a parameter a reused address
+        self._inference = None
+        return super()._apply(*args, **kwargs)
 
 
 class ElasticLinear(nn.Linear, ElasticModule):
@@ -46,16 +68,16 @@ class ElasticLinear(nn.Linear, ElasticModule):
 
     def set_active(self, in_features: int, out_features: int) -> None:
         self.active_in, self.active_out = in_features, out_features
+        self._inference = None
 
     def active_params(self) -> dict[str, Tensor]:
-        weight = leading(self.weight, self.active_out, self.active_in)
-        p = {"weight": weight.contiguous() if torch.is_grad_enabled() else weight}
+        p = {"weight": leading(self.weight, self.active_out, self.active_in)}
         if self.bias is not None:
             p["bias"] = leading(self.bias, self.active_out)
         return p
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, **self.active_params())
+        return F.linear(x, **self.forward_params())
 
 
 class ElasticQKV(nn.Linear, ElasticModule):
@@ -75,6 +97,7 @@ class ElasticQKV(nn.Linear, ElasticModule):
 
     def set_active(self, in_features: int, width: int) -> None:
         self.active_in, self.active_width = in_features, width
+        self._inference = None
 
     def active_params(self) -> dict[str, Tensor]:
         d, q = self.active_in, self.active_width
@@ -89,7 +112,7 @@ class ElasticQKV(nn.Linear, ElasticModule):
         return {"weight": weight, "bias": bias}
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, **self.active_params())
+        return F.linear(x, **self.forward_params())
 
 
 class ElasticLayerNorm(nn.LayerNorm, ElasticModule):
@@ -99,12 +122,13 @@ class ElasticLayerNorm(nn.LayerNorm, ElasticModule):
 
     def set_active(self, dim: int) -> None:
         self.active_dim = dim
+        self._inference = None
 
     def active_params(self) -> dict[str, Tensor]:
         return {"weight": leading(self.weight, self.active_dim), "bias": leading(self.bias, self.active_dim)}
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, (self.active_dim,), **self.active_params(), eps=self.eps)
+        return F.layer_norm(x, (self.active_dim,), **self.forward_params(), eps=self.eps)
 
 
 class ElasticConv2d(nn.Conv2d, ElasticModule):
@@ -116,12 +140,13 @@ class ElasticConv2d(nn.Conv2d, ElasticModule):
 
     def set_active(self, out_chans: int) -> None:
         self.active_out = out_chans
+        self._inference = None
 
     def active_params(self) -> dict[str, Tensor]:
         return {"weight": leading(self.weight, self.active_out), "bias": leading(self.bias, self.active_out)}
 
     def forward(self, x: Tensor) -> Tensor:
-        p = self.active_params()
+        p = self.forward_params()
         return F.conv2d(x, p["weight"], p["bias"], self.stride)
 
 
