@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from cream.errors import ConfigError
 from cream.spaces import get_space
 from cream.spaces.base import Space
@@ -49,10 +47,10 @@ class Shrink(Uniform):
         """Decision -> [loss sum, paths] per allowed value, for decisions that still have a choice."""
         return {d: [[0.0, 0] for _ in values] for d, values in self.space.choices().items() if len(values) > 1}
 
-    def after_step(self, step: int, loss: torch.Tensor) -> None:
-        value = float(loss.detach())
-        if not math.isfinite(value):
+    def after_step(self, step: int, loss: float | None) -> None:
+        if loss is None or not math.isfinite(loss):  # a skipped non-finite step
             return
+        value = loss
         choices = self.space.choices()
         for d, taken in self.space.arch_choices(self.arch_for_step(step)).items():
             if d in self.stats:
