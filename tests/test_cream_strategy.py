@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from cream.config import RunConfig, StrategyConfig, load_config, with_overrides
@@ -311,3 +312,21 @@ def test_board_search_scores_the_board_in_order_skips_infeasible_paths_and_resum
     assert calls == [paths[0], paths[1], paths[2], paths[4]]  # each feasible path scored once
     assert [r["arch"] for r in result.records] == calls and result.stopped == "board"
     assert result.best["arch"] == paths[1]  # ties go to the path ranked higher on the board
+
+
+@pytest.mark.parametrize("space", [
+    "{family: nb201, channels: 4, cells_per_stage: 1, input_size: 16}",
+    "{family: vit, embed_dims: [16, 24], depths: [1, 2], num_heads: [1, 2], mlp_ratios: [2.0, 3.0], head_dim: 8, "
+    "img_size: 16, patch_size: 4, max_relative_position: 4}",
+])
+def test_cream_trains_any_single_path_supernet(tmp_path, space):
+    """Board, matching network and meta updates on NB201 cells and ViT slices, costed in the space's own MACs."""
+    cfg = load_config(RunConfig, None, [*TINY, f"space={space}", "train.epochs=2", "strategy.name=cream",
+                                        "strategy.kwargs={meta_start_epoch: -1, update_every: 2, board_size: 2}"])
+    summary = train_supernet(cfg, RunDir.create(str(tmp_path / "run"), "supernet"))
+    board = json.loads((tmp_path / "run" / "board.json").read_text())
+    space_ = get_space({**yaml.safe_load(space), "num_classes": 10})
+    assert summary["strategy"] == "cream" and 1 <= len(board) <= 2
+    assert all(e["macs"] == space_.cost(e["arch"])["macs"] for e in board)
+    last = RunDir(tmp_path / "run").read_metrics()[-1]
+    assert last["meta_updates"] >= 2 and "val_board_best_top1" in last
