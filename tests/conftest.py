@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,35 @@ def cifar10_archive() -> Path:
 @pytest.fixture(scope="session")
 def nb201_table() -> Path:
     return _shared_file("nb201/nb201.csv", "NAS-Bench-201 table")
+
+
+def nested_equal(a, b) -> bool:
+    """Bitwise equality of nested states (tensors with their dtypes, dicts, lists, numbers)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(nested_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(nested_equal(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def validates(space, arch) -> bool:
+    """Whether `space` accepts `arch`."""
+    from cream.errors import ArchError
+
+    try:
+        space.validate(arch)
+    except ArchError:
+        return False
+    return True
+
+
+def kill_at_checkpoint(victim: subprocess.Popen, checkpoints: Path, step: int, timeout: float = 300) -> None:
+    """SIGKILL a training process as soon as it has written a checkpoint at `step` or later."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not any(int(p.stem[5:]) >= step for p in checkpoints.glob("step-*.pt")):
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert victim.returncode == -signal.SIGKILL

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 import torch
 import yaml
+from conftest import nested_equal
 from torch import nn
 
 from cream.config import RunConfig, StrategyConfig, load_config, with_overrides
@@ -233,16 +234,6 @@ def test_uniform_supernet_with_op_probabilities_trains_on_digits(tmp_path):
                         RunDir.create(str(tmp_path / "s"), "search"))
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
-
-
 def test_resume_from_a_mid_run_checkpoint_is_bit_identical(tmp_path):
     cfg = _cfg("train.ckpt_every_steps=5", "train.keep_checkpoints=20")
     ref = RunDir.create(str(tmp_path / "ref"), "supernet")
@@ -263,7 +254,7 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_identical(tmp_path):
     assert a["progress"] == b["progress"]
     assert a["strategy"]["meta_updates"] > state["strategy"]["meta_updates"]
     for key in ("model", "optimizer", "strategy", "strategy_optimizers"):
-        assert _equal(a[key], b[key]), key
+        assert nested_equal(a[key], b[key]), key
     assert (ref.file("board.json")).read_text() == (resumed / "board.json").read_text()
 
 

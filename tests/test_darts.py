@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from conftest import kill_at_checkpoint, nested_equal
 from torch import nn
 
 import cream
@@ -37,16 +36,6 @@ ARCH = {"ops": ["avg_pool_3x3", "none", "nor_conv_1x1", "skip_connect", "none", 
 
 def _cfg(*extra: str) -> RunConfig:
     return load_config(RunConfig, None, [*TINY, *extra])
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 # --- the mixed supernet ------------------------------------------------------------------------
@@ -157,7 +146,7 @@ def test_darts_trains_end_to_end_and_writes_an_arch_that_retrain_and_export_acce
     assert moved.min() > 0 and moved.max() > 1e-3  # every α moved, by ~arch_lr a step
     assert main(["export", str(out), "--arch", str(out / "arch.json"), "--out", str(tmp_path / "m.safetensors")]) == 0
     exported, extracted = cream.models.load_exported(tmp_path / "m.safetensors"), net.extract(doc["arch"])
-    assert exported.arch == doc["arch"] and _equal(exported.state_dict(), extracted.state_dict())
+    assert exported.arch == doc["arch"] and nested_equal(exported.state_dict(), extracted.state_dict())
     from cream.commands.retrain import arch_base
 
     assert arch_base(str(out / "arch.json")) == {"arch": doc["arch"], "space": doc["space"]}
@@ -171,12 +160,7 @@ def test_darts_resumes_after_sigkill_bit_identically(tmp_path):
     victim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(p.name >= "step-000000012.pt" for p in ckpts.glob("step-*.pt")):
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL, victim.stderr.read()
+    kill_at_checkpoint(victim, ckpts, 12)
     assert not (tmp_path / "killed" / "arch.json").exists(), "the run ended before it was killed"
     killed_at = load(list_checkpoints(ckpts)[-1])["progress"]
     assert killed_at["batch_in_epoch"] > 0 and killed_at["stream_batches"]["val"] % 5 > 0  # mid-epoch, mid-pass
@@ -187,7 +171,7 @@ def test_darts_resumes_after_sigkill_bit_identically(tmp_path):
     a, b = load(list_checkpoints(ref.checkpoints)[-1]), load(list_checkpoints(ckpts)[-1])
     assert a["progress"] == b["progress"] and a["progress"]["stream_batches"] == {"val": 20}
     for key in ("model", "optimizer", "strategy_optimizers", "rng"):
-        assert _equal(a[key], b[key]), key
+        assert nested_equal(a[key], b[key]), key
     assert a["strategy_optimizers"]["arch"]["state"][0]["step"] == 20  # Adam's state came through the kill
     assert (ref.path / "arch.json").read_text() == (tmp_path / "killed" / "arch.json").read_text()
     assert [m["step"] for m in ref.read_metrics()] == [m["step"] for m in RunDir(tmp_path / "killed").read_metrics()]

@@ -2,14 +2,13 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_at_checkpoint
 from safetensors.torch import load_file
 
 from cream.config import RunConfig, load_config
@@ -48,13 +47,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     ref = _finish(_run(tmp_path / "ref", extra, sys.executable))
 
     victim = _run(tmp_path / "killed", extra, sys.executable)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(p.name >= "step-000000010.pt" for p in ckpts.glob("step-*.pt")):
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL
+    kill_at_checkpoint(victim, tmp_path / "killed" / "checkpoints", 10)
     assert not (tmp_path / "killed" / "model.safetensors").exists(), "the run ended before it was killed"
 
     resumed = subprocess.run([sys.executable, "-m", "cream", "retrain", "--resume", str(tmp_path / "killed"),

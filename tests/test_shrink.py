@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_at_checkpoint, validates
 from safetensors.torch import load_file
 
 from cream.cli import main
 from cream.config import RunConfig, load_config
-from cream.errors import ArchError, ConfigError
+from cream.errors import ConfigError
 from cream.run_dir import RunDir
 from cream.spaces import get_space
 from cream.train.checkpoint import list_checkpoints, load
@@ -87,12 +86,7 @@ def test_killed_shrink_run_resumes_bit_identically(shrunk, tmp_path):
     per_epoch = next(m["step"] for m in RunDir(shrunk).read_metrics() if "shrink_dropped" in m)
     victim = _supernet(tmp_path / "killed")
     ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not any(int(p.stem[5:]) > per_epoch + 2 for p in ckpts.glob("step-*.pt")):
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
-    assert victim.returncode == -signal.SIGKILL
+    kill_at_checkpoint(victim, ckpts, per_epoch + 3)
     assert not (tmp_path / "killed" / "supernet.safetensors").exists(), "the run ended before it was killed"
     state = load(list_checkpoints(ckpts)[-1])
     assert state["progress"]["epoch"] == 1 and state["progress"]["batch_in_epoch"] > 0
@@ -119,7 +113,7 @@ def test_search_retrain_and_export_use_the_narrowed_space(shrunk, tmp_path, caps
     assert len(records) == 6 and all(narrow.validate(r["arch"]) == r["arch"] for r in records)
     found = json.loads((search / "arch.json").read_text())
     assert get_space(found["space"]) == narrow
-    refused = [a for a in (wide.sample(step_rng(1, i)) for i in range(20)) if not _inside(narrow, a)]
+    refused = [a for a in (wide.sample(step_rng(1, i)) for i in range(20)) if not validates(narrow, a)]
     assert len(refused) > 10 and narrow.num_archs() < wide.num_archs()
 
     # A retrain of arch.json rebuilds the narrowed space, even given a config whose space is written otherwise.
@@ -140,14 +134,6 @@ def test_search_retrain_and_export_use_the_narrowed_space(shrunk, tmp_path, caps
     assert err.startswith("cream: error: arch field 'ops[") and "\n" not in err
     assert main(["export", str(shrunk), "--arch", str(search / "arch.json"), "--out", str(tmp_path / "y")]) == 0
     assert get_space(json.loads(capsys.readouterr().out.strip().splitlines()[-1])["space"]) == narrow
-
-
-def _inside(space, arch) -> bool:
-    try:
-        space.validate(arch)
-    except ArchError:
-        return False
-    return True
 
 
 def test_runs_without_space_json_read_their_config(shrunk, tmp_path):
