@@ -8,6 +8,9 @@ process arms the moment itself (`--child`), so a moment is reproducible; the kil
 
     PYTHONPATH=src python benchmarks/fault_kills.py --kills 20 --seed 0   # prints one JSON object
 
+`--kills` counts processes really killed: a moment that comes after a run has ended kills nothing, and
+the moments still owed go to a fresh run of the same command.
+
 tests/test_faults.py runs a few kills of each command from here.
 """
 
@@ -226,10 +229,15 @@ def main() -> None:
     config, ref = reference(args.dir)
     rng = random.Random(args.seed)
     commands = ["supernet", "search", "retrain", "run"]
-    runs = []
+    runs: list[dict] = []
     for i, command in enumerate(commands):
-        count = args.kills // len(commands) + (i < args.kills % len(commands))
-        runs.append(kill_and_resume(command, draw_moments(command, count, rng), args.dir / command, config, ref))
+        left = args.kills // len(commands) + (i < args.kills % len(commands))
+        while left > 0:  # a moment after a run's end kills nothing: the next moments go to a fresh run
+            out = args.dir / f"{command}-{len(runs)}"
+            runs.append(kill_and_resume(command, draw_moments(command, left, rng), out, config, ref))
+            left -= runs[-1]["killed"]
+            if "error" in runs[-1]:
+                break
     print(json.dumps({"seed": args.seed, "moments": sum(len(r["moments"]) for r in runs),
                       "killed": sum(r["killed"] for r in runs), "identical": all(r["identical"] for r in runs),
                       "runs": runs, "wall_s": round(time.perf_counter() - start, 1)}))
