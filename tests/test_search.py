@@ -95,7 +95,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path, method, after):
 def test_resume_refuses_another_configuration(tmp_path):
     state = tmp_path / "s.json"
     search("random", NB201Space(), score, budget=20, seed=0, state_path=state)
-    with pytest.raises(CheckpointError, match="search state is for 'random'"):
+    with pytest.raises(CheckpointError, match="was made with seed = 0; this search has 1"):
         search("random", NB201Space(), score, budget=20, seed=1, state_path=state, resume=True)
 
 

@@ -1,7 +1,8 @@
 """A run directory: resolved config, metrics, checkpoints, weights, summary and report.
 
 Only the main process writes. Creating a run in a folder that already holds a run is refused
-unless resuming, so nothing already written is lost by a typo.
+unless resuming, so nothing already written is lost by a typo. A new run's config.yaml is its
+first file, so a run killed at any later moment can be continued with --resume.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ import yaml
 
 from cream.errors import CreamError
 
+_TEMP = ".tmp"  # infix of the temp files atomic writes rename into place
+
+
+def _is_temp(path: Path) -> bool:
+    """A temp file left by a write that was killed before its rename (it holds nothing of the run)."""
+    return path.name.startswith(".") and _TEMP in path.name
+
 
 @dataclass
 class RunDir:
@@ -24,10 +32,12 @@ class RunDir:
     write: bool = True
 
     @classmethod
-    def create(cls, out: str | None, command: str, *, resume: bool = False) -> RunDir:
+    def create(cls, out: str | None, command: str, *, resume: bool = False,
+               config: dict[str, Any] | None = None) -> RunDir:
         """The run folder `out` (default runs/<command>-<time>); refuse to reuse a non-empty one unless resuming.
 
-        Under torchrun only rank 0 checks and writes; the other ranks get a read-only handle.
+        A new run writes `config` (the resolved config) first, before anything else. Under torchrun
+        only rank 0 checks and writes; the other ranks get a read-only handle.
         """
         path = Path(out) if out else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
         write = int(os.environ.get("RANK", "0")) == 0
@@ -36,10 +46,13 @@ class RunDir:
         if resume:
             if not (path / "config.yaml").is_file():
                 raise CreamError(f"cannot resume '{path}': it holds no config.yaml (is it a run directory?)")
-        elif path.exists() and any(path.iterdir()):
+        elif path.exists() and any(not _is_temp(p) for p in path.iterdir()):
             raise CreamError(f"run directory '{path}' already exists and is not empty; "
                              f"use --resume {path} to continue it, or another --out")
-        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        if config is not None and not resume:
+            atomic_write_text(path / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        (path / "checkpoints").mkdir(exist_ok=True)
         return cls(path)
 
     @property
@@ -74,6 +87,11 @@ class RunDir:
                 if line.strip() and json.loads(line).get("step", 0) <= step]
         atomic_write_text(path, "".join(line + "\n" for line in keep))
 
+    def drop_metrics(self) -> None:
+        """Forget metric lines of a start that was killed before its first checkpoint (they are redone)."""
+        if self.write:
+            (self.path / "metrics.jsonl").unlink(missing_ok=True)
+
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
         if not path.is_file():
@@ -83,6 +101,6 @@ class RunDir:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file and a rename, so a kill never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{_TEMP}{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -29,9 +29,19 @@ def add_set_option(p: argparse.ArgumentParser) -> None:
                    help="override a config value by dotted key, e.g. --set optim.lr=0.001 (repeatable)")
 
 
-def load_run_config(args: argparse.Namespace, base: dict | None = None) -> tuple[Any, Any]:
-    """(config, run dir) of a training command: a new run, or the run named by --resume."""
-    from cream.config import RunConfig, load_config
+# The --set keys a resumed run accepts: they change how fast it runs or what it logs, never its results
+# (weights, scores, chosen arch). The run records them in its config.yaml; any other key is refused.
+RESUME_SAFE_KEYS = ("train.threads", "data.workers", "data.cache_dir", "train.log_every", "train.tensorboard",
+                    "train.keep_checkpoints", "train.ckpt_every_steps", "train.ckpt_every_epochs")
+
+
+def load_run_config(args: argparse.Namespace, base: dict | None = None,
+                    fields: dict | None = None) -> tuple[Any, Any]:
+    """(config, run dir) of a training command: a new run (its config.yaml written first; `fields` replace
+    whole config sections after merging), or the run named by --resume."""
+    import dataclasses
+
+    from cream.config import RunConfig, load_config, to_dict
     from cream.errors import CreamError
     from cream.run_dir import RunDir
 
@@ -39,9 +49,23 @@ def load_run_config(args: argparse.Namespace, base: dict | None = None) -> tuple
         if args.config:
             raise CreamError("give either a CONFIG or --resume DIR (a resumed run uses the config it saved)")
         run = RunDir.create(args.resume, args.command, resume=True)
-        return load_config(RunConfig, run.file("config.yaml"), args.overrides), run
-    cfg = load_config(RunConfig, args.config, args.overrides, base=base)
-    return cfg, RunDir.create(args.out, args.command)
+        return resumed_config(run, args.overrides), run
+    cfg = dataclasses.replace(load_config(RunConfig, args.config, args.overrides, base=base), **(fields or {}))
+    return cfg, RunDir.create(args.out, args.command, config=to_dict(cfg))
+
+
+def resumed_config(run: Any, overrides: list[str]) -> Any:
+    """The config a run saved, with --set overrides of `RESUME_SAFE_KEYS` only (a resumed run must give the
+    results the uninterrupted one would); the workflow records them in its config.yaml."""
+    from cream.config import RunConfig, load_config, parse_override
+    from cream.errors import ConfigError
+
+    for item in overrides:
+        key = parse_override(item)[0]
+        if key not in RESUME_SAFE_KEYS:
+            raise ConfigError(f"--set {key} is refused with --resume: it would change the run's results; "
+                              f"a resumed run accepts only {', '.join(RESUME_SAFE_KEYS)}")
+    return load_config(RunConfig, run.file("config.yaml"), overrides)
 
 
 def print_summary(args: argparse.Namespace, summary: dict[str, Any], run_path: Path | None = None) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from cream.commands import add_run_options, load_run_config, print_summary
 from cream.spaces.base import read_arch_file
@@ -24,9 +23,8 @@ def main(args: argparse.Namespace) -> int:
     from cream.workflows.train_model import train_standalone
 
     base = arch_base(args.arch) if args.arch else None
-    cfg, run = load_run_config(args, base=base)
-    if base and "space" in base and not args.resume:  # merged with the config's, it could name no space at all
-        cfg = dataclasses.replace(cfg, space=base["space"])
+    # the arch file's space replaces the config's: merged with it, it could name no space at all
+    cfg, run = load_run_config(args, base=base, fields={"space": base["space"]} if base and "space" in base else None)
     summary = train_standalone(cfg, run, resume=bool(args.resume))
     print_summary(args, summary, run.path)
     return 0

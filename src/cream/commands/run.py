@@ -28,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
     base = read_yaml(DEFAULT) if not args.config and not args.resume else None
     cfg, run = load_run_config(args, base=base)
     if cfg.space:
-        summary = run_pipeline(cfg, run, resume=bool(args.resume))
+        summary = run_pipeline(cfg, run)
     else:
         summary = train_standalone(cfg, run, resume=bool(args.resume))
     print_summary(args, summary, run.path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cream.commands import add_run_options, print_summary
+from cream.commands import add_run_options, print_summary, resumed_config
 from cream.errors import CreamError
 
 
@@ -22,13 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cream.config import RunConfig, load_config, read_yaml
+    from cream.config import RunConfig, load_config, read_yaml, to_dict
     from cream.run_dir import RunDir
     from cream.workflows.search import search_supernet
 
     if args.resume:
         run = RunDir.create(args.resume, "search", resume=True)
-        cfg = load_config(RunConfig, run.file("config.yaml"), args.overrides)
+        cfg = resumed_config(run, args.overrides)
         supernet = Path(cfg.init)
     else:
         if not args.supernet:
@@ -39,6 +39,6 @@ def main(args: argparse.Namespace) -> int:
         base = read_yaml(supernet / "config.yaml")
         base["init"] = str(supernet)
         cfg = load_config(RunConfig, args.config, args.overrides, base=base)
-        run = RunDir.create(args.out, "search")
+        run = RunDir.create(args.out, "search", config=to_dict(cfg))
     print_summary(args, search_supernet(cfg, supernet, run, resume=bool(args.resume)), run.path)
     return 0

@@ -81,6 +81,7 @@ class Search:
         state_path: str | os.PathLike[str] | None = None,
         save_every: int = 1,
         max_attempts: int = 1000,
+        scoring: dict[str, Any] | None = None,
     ) -> None:
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
             raise ConfigError(f"search budget = {budget!r} is not allowed; use a positive number of queries")
@@ -93,6 +94,7 @@ class Search:
         self.seed = seed
         self.state_path = Path(state_path) if state_path is not None else None
         self.save_every = save_every
+        self.scoring = scoring or {}  # how `score` scores an arch: a resumed search must score the same way
         self.max_attempts = max_attempts
         self.rng = random.Random(seed)
         self.records: list[dict[str, Any]] = []
@@ -105,7 +107,7 @@ class Search:
     def config(self) -> dict[str, Any]:
         """What must match for a saved state to be resumed (subclasses add their parameters)."""
         return {"space": self.space.name, "seed": self.seed, "budget": self.budget,
-                "max_attempts": self.max_attempts}
+                "max_attempts": self.max_attempts, "scoring": self.scoring}
 
     def state_dict(self) -> dict[str, Any]:
         version, mt, gauss = self.rng.getstate()
@@ -121,11 +123,15 @@ class Search:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("method") != self.method or state.get("config") != self.config():
-            raise CheckpointError(
-                f"search state is for {state.get('method')!r} with {state.get('config')}; "
-                f"this search is {self.method!r} with {self.config()}"
-            )
+        saved, now = state.get("config") or {}, self.config()
+        if state.get("method") != self.method:
+            raise CheckpointError(f"search state '{self.state_path}' is for method {state.get('method')!r}; "
+                                  f"this search is {self.method!r}")
+        differs = _first_difference(saved, now)
+        if differs is not None:
+            key, was, new = differs
+            raise CheckpointError(f"search state '{self.state_path}' was made with {key} = {was!r}; this search "
+                                  f"has {new!r} (a resumed search must search and score as it began)")
         version, mt, gauss = state["rng"]
         self.rng.setstate((version, tuple(mt), gauss))
         self.records = list(state["records"])
@@ -216,3 +222,16 @@ class Search:
     def ranked(self, positions: list[int]) -> list[int]:
         """Positions sorted best first (earlier first on ties)."""
         return sorted(positions, key=lambda i: (-self.records[i]["score"], i))
+
+
+def _first_difference(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> tuple[str, Any, Any] | None:
+    """The first dotted key whose value differs between two (nested) dicts, with both values."""
+    for key in sorted({**saved, **now}, key=str):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _first_difference(a, b, f"{prefix}{key}.")
+            if inner is not None:
+                return inner
+        elif a != b:
+            return f"{prefix}{key}", a, b
+    return None

@@ -12,12 +12,15 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from cream.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from cream.run_dir import RunDir
 
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
 
@@ -70,8 +73,23 @@ def list_checkpoints(folder: Path) -> list[Path]:
 
 
 def prune(folder: Path, keep: int) -> None:
+    """Keep the newest `keep` checkpoints; drop half-written temp files that a killed process left."""
     for p in list_checkpoints(folder)[:-keep]:
         p.unlink(missing_ok=True)
+    mine = f".tmp{os.getpid()}"
+    for p in folder.glob(".step-*.pt.tmp*"):
+        if not p.name.endswith(mine):
+            p.unlink(missing_ok=True)
+
+
+def continues(run: RunDir, resume: bool) -> bool:
+    """Whether a run continues from a checkpoint. A resumed run killed before its first checkpoint has
+    none: it starts again from step 0 with its saved config, and the metrics its killed start logged go."""
+    if resume and list_checkpoints(run.checkpoints):
+        return True
+    if resume:
+        run.drop_metrics()
+    return False
 
 
 def load_latest(folder: Path) -> dict[str, Any]:

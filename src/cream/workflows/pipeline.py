@@ -12,40 +12,40 @@ from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.spaces import get_space
 from cream.workflows.search import search_feasible, search_supernet
-from cream.workflows.supernet import SUPERNET_WEIGHTS, train_supernet
+from cream.workflows.supernet import train_supernet
 from cream.workflows.train_model import train_standalone
 
 
-def run_pipeline(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+def run_pipeline(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     """The whole one-shot pipeline in `run`: supernet/ → search/ → retrain/ (train the winner, test it).
 
-    Each stage has its own run folder. With `resume`, finished stages are kept and the first
-    unfinished one continues from its checkpoint or search state.
+    Each stage has its own run folder; a stage is finished once its summary.json, written last, exists.
+    In a resumed run, finished stages are kept and the first unfinished one continues from its checkpoint
+    or search state (or starts again, if it was killed before its first one).
     """
     start = time.perf_counter()
     search_feasible(cfg.search, get_space(dict(cfg.space)))  # a bad cost limit fails now, not after training
-    if not resume:
-        run.write_yaml("config.yaml", to_dict(cfg))
+    run.write_yaml("config.yaml", to_dict(cfg))  # a resumed run records its --set keys that do not change results
 
     sup_dir = run.path / "supernet"
-    if not (sup_dir / SUPERNET_WEIGHTS).is_file():
-        sup_resume = (sup_dir / "config.yaml").is_file()
-        train_supernet(cfg, _stage(sup_dir, sup_resume), resume=sup_resume)
+    if not _finished(sup_dir):
+        sup_run, sup_resume = _stage(sup_dir, cfg)
+        train_supernet(cfg, sup_run, resume=sup_resume)
 
     search_dir = run.path / "search"
-    if not (search_dir / "arch.json").is_file():
-        search_resume = (search_dir / "config.yaml").is_file()
-        search_supernet(with_overrides(cfg, {}, init=str(sup_dir)), sup_dir, _stage(search_dir, search_resume),
-                        resume=search_resume)
+    if not _finished(search_dir):
+        search_cfg = with_overrides(cfg, {}, init=str(sup_dir))
+        search_run, search_resume = _stage(search_dir, search_cfg)
+        search_supernet(search_cfg, sup_dir, search_run, resume=search_resume)
     found = json.loads((search_dir / "arch.json").read_text())
 
     retrain_dir = run.path / "retrain"
     retrain_cfg = with_overrides(cfg, cfg.retrain, arch=found["arch"], retrain={})
-    retrain_resume = (retrain_dir / "config.yaml").is_file()
-    if (retrain_dir / "summary.json").is_file():
+    if _finished(retrain_dir):
         retrained = json.loads((retrain_dir / "summary.json").read_text())
     else:
-        retrained = train_standalone(retrain_cfg, _stage(retrain_dir, retrain_resume), resume=retrain_resume)
+        retrain_run, retrain_resume = _stage(retrain_dir, retrain_cfg)
+        retrained = train_standalone(retrain_cfg, retrain_run, resume=retrain_resume)
 
     summary = {"space": cfg.space.get("preset", cfg.space.get("family", "custom")),
                "best_arch": json.dumps(found["arch"]), "params": found["cost"]["params"],
@@ -58,5 +58,11 @@ def run_pipeline(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict[s
     return summary
 
 
-def _stage(path: Path, resume: bool) -> RunDir:
-    return RunDir.create(str(path), path.name, resume=resume)
+def _finished(stage: Path) -> bool:
+    return (stage / "summary.json").is_file()
+
+
+def _stage(path: Path, cfg: RunConfig) -> tuple[RunDir, bool]:
+    """A stage's run folder, and whether it resumes (it does once its config.yaml, written first, exists)."""
+    resume = (path / "config.yaml").is_file()
+    return RunDir.create(str(path), path.name, resume=resume, config=to_dict(cfg)), resume

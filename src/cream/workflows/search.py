@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from cream.search import search
 from cream.search.inherited import InheritedScorer
 from cream.spaces.base import Space
 from cream.train.engine import pick_device, seed_everything
-from cream.workflows.supernet import load_supernet
+from cream.workflows.supernet import SUPERNET_WEIGHTS, load_supernet
 
 
 def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Splits]:
@@ -57,11 +58,10 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     s = cfg.search
     scorer, splits = load_scorer(cfg, supernet_run)
     space = scorer.net.space
-    if not resume:
-        run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
+    run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))  # records --set on resume
     feasible = search_feasible(s, space)  # checked before any arch is scored
     common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
-                              "state_path": run.file("search_state.json")}
+                              "state_path": run.file("search_state.json"), "scoring": scoring(cfg, supernet_run)}
     if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
         common["board"] = read_board(supernet_run)
     result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
@@ -81,6 +81,17 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     run.write_json("summary.json", summary)
     write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
     return summary
+
+
+def scoring(cfg: RunConfig, supernet_run: Path) -> dict[str, Any]:
+    """How an arch is scored, recorded in the search state: a search resumed with other scoring settings,
+    data or supernet weights is refused, since its archs would not be comparable."""
+    with open(Path(supernet_run) / SUPERNET_WEIGHTS, "rb") as f:
+        weights = hashlib.file_digest(f, "sha256").hexdigest()
+    data = {k: v for k, v in to_dict(cfg.data).items() if k not in ("workers", "cache", "cache_dir")}
+    return {"eval_images": cfg.search.eval_images, "bn_recal_images": cfg.search.bn_recal_images,
+            "amp": cfg.train.amp, "channels_last": cfg.train.channels_last, "data": data,
+            "supernet_sha256": weights}
 
 
 def read_board(supernet_run: Path) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from cream.search.inherited import place_supernet, recal_loader, select_inherite
 from cream.spaces import get_space
 from cream.spaces.base import Arch, Space
 from cream.supernets import build_supernet
+from cream.train import checkpoint as ckpt
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.strategies import make_strategy, supernet_kind
 from cream.weights import load_weights, save_weights
@@ -106,9 +107,9 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
     net = new_supernet(cfg, space)
     strategy = make_strategy(cfg.strategy, space, cfg.train.seed)
     engine = Engine(cfg, net, splits, run, strategy)
-    if engine.dist.is_main and not resume:
+    if engine.dist.is_main:  # a resumed run records the --set keys that do not change results
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
-    if resume:
+    if ckpt.continues(run, resume):
         engine.resume()
     fit = engine.fit()
     summary: dict[str, Any] = {"space": space.name, "strategy": cfg.strategy.name, "steps": fit["steps"]}

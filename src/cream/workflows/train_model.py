@@ -21,6 +21,7 @@ from cream.models import build_model
 from cream.profiling import create_model
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
+from cream.train import checkpoint as ckpt
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
@@ -57,10 +58,11 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     t = cfg.train
     seed_everything(t.seed, t.deterministic, t.threads)
     splits = build_splits(cfg.data)
+    resume = ckpt.continues(run, resume)
     # A resumed run restores every weight from its checkpoint: the supernet in `init` is not read again.
     model = configured_model(cfg, splits.num_classes, inherit=not resume, train=splits.train)
     engine = Engine(cfg, model, splits, run, distill_strategy(cfg, splits))
-    if engine.dist.is_main and not resume:
+    if engine.dist.is_main:  # a resumed run records the --set keys that do not change results
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     if resume:
         engine.resume()
