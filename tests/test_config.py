@@ -26,7 +26,7 @@ def test_yaml_file_then_overrides(tmp_path):
     ("optim.nope=1", ["'optim.nope'", "unknown", "lr"]),
     ("optim.lr=abc", ["'optim.lr'", "'abc'", "expected a number"]),
     ("train.epochs=2.5", ["'train.epochs'", "2.5", "integer"]),
-    ("train.epochs=-1", ["'train.epochs'", "-1", "out of range", "[0, inf]"]),
+    ("train.epochs=-1", ["'train.epochs'", "-1", "out of range", "[1, inf]"]),
     ("train.amp=fp8", ["'train.amp'", "'fp8'", "['none', 'bf16', 'fp16']"]),
     ("train.deterministic=2", ["'train.deterministic'", "true or false"]),
     ("data=3", ["'data'", "must be a mapping"]),

@@ -53,6 +53,25 @@ def test_imagefolder_dir_and_tar_agree(tmp_path):
     assert torch.allclose(uncached.test[4][0], a.test[4][0])
 
 
+def test_array_cache_notices_images_added_removed_or_rewritten_inside_class_folders(tmp_path):
+    """Changing a class folder leaves the root folder's own size and mtime as they were; the cache must still
+    notice (it is keyed by every image's name, size and mtime)."""
+    root = _tree(tmp_path / "tree")
+    cfg = DataConfig(name="imagefolder", root=str(root), image_size=12, val_fraction=0.0,
+                     cache_dir=str(tmp_path / "cache"))
+    assert len(build_splits(cfg).train) == 18
+    root_stat = root.stat()
+    Image.new("RGB", (12, 12), (7, 7, 7)).save(root / "train" / "a" / "new.png")
+    assert len(build_splits(cfg).train) == 19
+    (root / "train" / "b" / "000.png").unlink()
+    assert len(build_splits(cfg).train) == 18
+    Image.new("RGB", (12, 12), (200, 0, 0)).save(root / "train" / "a" / "new.png")
+    first = build_splits(cfg).train.arrays.images[6]  # train/a/new.png follows 000..005.png
+    assert first[0, 0].tolist() == [200, 0, 0]
+    assert (root.stat().st_size, root.stat().st_mtime_ns) == (root_stat.st_size, root_stat.st_mtime_ns)
+    assert len(list((tmp_path / "cache").glob("arrays-*.npz"))) == 4
+
+
 @pytest.mark.parametrize("held_out", ["test", "val"])
 def test_imagefolder_labels_follow_train_classes(tmp_path, held_out):
     root = _tree(tmp_path / "tree", sizes=(("train", 6),))

@@ -10,15 +10,23 @@ import argparse
 import importlib
 import logging
 import sys
+import typing
 
-from cream.commands import COMMANDS
+from cream.commands import COMMANDS, discard_unstarted_runs
 from cream.errors import CreamError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is reported in one line (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from cream import __version__
 
-    parser = argparse.ArgumentParser(prog="cream", description="One-shot NAS and efficient vision transformers.")
+    parser = _Parser(prog="cream", description="One-shot NAS and efficient vision transformers.")
     parser.add_argument("--version", action="version", version=f"cream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -32,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CreamError as e:
+        discard_unstarted_runs()
         print(f"cream: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

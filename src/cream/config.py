@@ -65,6 +65,9 @@ class DataConfig:
     cache_dir: str = option("", doc="default: $CREAM_CACHE_DIR or ~/.cache/cream")
     on_corrupt: str = option("error", choices=["error", "skip"], doc="corrupt image: stop, or warn and skip")
 
+    def __post_init__(self) -> None:
+        _check_auto_augment(self.auto_augment, self.train_crop)
+
 
 @dataclass
 class ModelConfig:
@@ -85,7 +88,8 @@ class OptimConfig:
     eps: float = option(0.0, lo=0.0, doc="optimizer epsilon (0 = the optimizer's own default)")
     weight_decay: float = option(0.05, lo=0.0)
     momentum: float = option(0.9, lo=0.0, hi=1.0)
-    sched: str = option("cosine", choices=["cosine", "step", "multistep", "plateau", "poly", "tanh", "none"])
+    sched: str = option("cosine", choices=["cosine", "step", "multistep", "poly", "tanh", "none"],
+                        doc="stepped every update (so not timm's plateau, which steps per epoch on a metric)")
     warmup_epochs: float = option(0.0, lo=0.0)
     warmup_lr: float = option(1e-6, lo=0.0)
     min_lr: float = option(1e-5, lo=0.0)
@@ -94,12 +98,15 @@ class OptimConfig:
     clip_grad: float = option(0.0, lo=0.0, doc="0 = off")
     smoothing: float = option(0.0, lo=0.0, hi=1.0, doc="label smoothing")
 
+    def __post_init__(self) -> None:
+        _check_optimizer(self.opt)
+
 
 @dataclass
 class TrainConfig:
     """The training loop: precision, checkpoints, logging."""
 
-    epochs: int = option(10, lo=0)
+    epochs: int = option(10, lo=1, doc="the schedule's length (train.max_steps may stop earlier)")
     seed: int = option(0, lo=0)
     device: str = option("auto", choices=["auto", "cpu", "cuda"])
     amp: str = option("none", choices=["none", "bf16", "fp16"])
@@ -116,6 +123,13 @@ class TrainConfig:
     eval_every_epochs: int = option(1, lo=1)
     tensorboard: bool = option(False)
     max_steps: int = option(0, lo=0, doc="stop after this many steps (0 = run all epochs)")
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("config key 'train.device' = 'cuda' but this machine has no usable CUDA GPU; "
+                              "allowed here: auto, cpu")
 
 
 @dataclass
@@ -172,6 +186,10 @@ class SearchConfig:
     test_top_k: int = option(3, lo=0, doc="after search, report test accuracy of the k best (never used to select)")
 
     def __post_init__(self) -> None:
+        for key in ("budget", "seed"):
+            if key in self.kwargs:
+                raise ConfigError(f"config key 'search.kwargs.{key}' is not a search-method parameter; "
+                                  f"set the top-level 'search.{key}' instead")
         self.limits = {name: _check_limit(f"search.limits.{name}", v) for name, v in self.limits.items()}
         if self.limits and (self.params_min or self.params_max or self.macs_min or self.macs_max):
             raise ConfigError("config keys 'search.params_min/params_max/macs_min/macs_max' (millions) and "
@@ -295,6 +313,42 @@ def _check_limit(key: str, value: Any) -> list[float | None]:
     if any(v is not None and not v >= 0 for v in ends) or (ends[0] and ends[1] and ends[0] > ends[1]):
         raise ConfigError(f"config key '{key}' = {value!r} is not a limit; {allowed}")
     return ends
+
+
+def _check_optimizer(name: str) -> None:
+    """`optim.opt` must name one of timm's optimizers (optionally as `lookahead_<name>`, as timm allows)."""
+    from timm.optim import list_optimizers
+
+    known = list_optimizers()
+    if name.lower().removeprefix("lookahead_") not in known:
+        raise ConfigError(f"config key 'optim.opt' = {name!r} is not a timm optimizer; choose one of "
+                          f"{', '.join(known)} (optionally prefixed lookahead_)")
+
+
+def _check_auto_augment(policy: str, train_crop: str) -> None:
+    """`data.auto_augment` must parse as the timm policy the train transform builds from it.
+
+    With train_crop=rrc, timm's create_transform takes RandAugment (rand-...), AugMix (augmix-...) or an
+    AutoAugment policy name (original, v0, ...); the other crops take RandAugment only.
+    """
+    if not policy:
+        return
+    from timm.data import auto_augment as aa
+
+    if policy.startswith("rand"):
+        make = aa.rand_augment_transform
+    elif train_crop == "rrc":
+        make = aa.augment_and_mix_transform if policy.startswith("augmix") else aa.auto_augment_transform
+    else:
+        raise ConfigError(f"config key 'data.auto_augment' = {policy!r} is not allowed with data.train_crop="
+                          f"{train_crop!r}; allowed: a RandAugment policy such as rand-m9-mstd0.5-inc1, or ''")
+    try:
+        make(policy, {"translate_const": 10, "img_mean": (128, 128, 128)})
+    except (AssertionError, ValueError, KeyError, IndexError):
+        raise ConfigError(f"config key 'data.auto_augment' = {policy!r} is not a timm augmentation policy; "
+                          "allowed: rand-m<magnitude>[-n<ops>][-mstd<std>][-inc1] (e.g. rand-m9-mstd0.5-inc1), "
+                          "and with train_crop=rrc also augmix-m<m> or an AutoAugment name (original, v0, ...)"
+                          ) from None
 
 
 def _check_value(key: str, value: Any, tp: Any, meta: Any) -> Any:

@@ -38,8 +38,9 @@ def profile(model_or_arch: Any, input_size: tuple[int, int, int] | None = None, 
     raise ConfigError(f"cannot profile a {type(model_or_arch).__name__}; give a model, a timm name or an arch")
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """`timm.create_model(name)` without pretrained weights, with a one-line error for unknown names."""
+def create_model(name: str, *, key: str = "model.kwargs", **kwargs: Any) -> nn.Module:
+    """`timm.create_model(name)` without pretrained weights, with one-line errors for an unknown name and for
+    keyword arguments (config key `key`) the model's constructor does not take."""
     import timm
 
     import cream.models  # noqa: F401  (registers our models with timm)
@@ -47,4 +48,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     if not timm.is_model(name):
         close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
         raise ConfigError(f"model '{name}' is not a known timm model; similar names: {close}")
-    return timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as e:  # an unexpected or missing keyword of the model's constructor
+        raise ConfigError(f"config key '{key}' = {kwargs!r} does not fit timm model '{name}': {e}") from None

@@ -10,6 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+#: (folder, existed before) of each run folder this process created for a new run; see `discard_unstarted_runs`.
+_NEW_RUNS: list[tuple[Path, bool]] = []
+
 COMMANDS = ["run", "supernet", "search", "retrain", "distill_store", "test", "export", "convert", "profile", "bench",
             "rank"]
 
@@ -51,7 +54,15 @@ def load_run_config(args: argparse.Namespace, base: dict | None = None,
         run = RunDir.create(args.resume, args.command, resume=True)
         return resumed_config(run, args.overrides), run
     cfg = dataclasses.replace(load_config(RunConfig, args.config, args.overrides, base=base), **(fields or {}))
-    return cfg, RunDir.create(args.out, args.command, config=to_dict(cfg))
+    if cfg.retrain:  # `cream run`'s retrain stage: check its overrides now, not after the supernet and search
+        from cream.config import with_overrides
+        from cream.errors import ConfigError
+
+        try:
+            with_overrides(cfg, cfg.retrain, retrain={})
+        except ConfigError as e:
+            raise ConfigError(f"in config section 'retrain': {e}") from None
+    return cfg, new_run_dir(args.out, args.command, to_dict(cfg))
 
 
 def resumed_config(run: Any, overrides: list[str]) -> Any:
@@ -66,6 +77,33 @@ def resumed_config(run: Any, overrides: list[str]) -> Any:
             raise ConfigError(f"--set {key} is refused with --resume: it would change the run's results; "
                               f"a resumed run accepts only {', '.join(RESUME_SAFE_KEYS)}")
     return load_config(RunConfig, run.file("config.yaml"), overrides)
+
+
+def new_run_dir(out: str | None, command: str, config: dict) -> Any:
+    """`RunDir.create` for a new run (its config.yaml written first), remembered so that a command failing
+    before it saved anything else does not leave a folder that can be neither rerun nor resumed."""
+    from cream.run_dir import RunDir
+
+    existed = out is not None and Path(out).exists()
+    run = RunDir.create(out, command, config=config)
+    if run.write:
+        _NEW_RUNS.append((run.path, existed))
+    return run
+
+
+def discard_unstarted_runs() -> None:
+    """Remove the new run folders of this process that hold nothing yet but the config.yaml written at
+    start-up (an empty folder given as --out stays, empty), so that once the input is fixed the same --out
+    can be used again. A folder holding anything else (metrics, checkpoints, weights, search state) stays."""
+    import shutil
+
+    while _NEW_RUNS:
+        path, existed = _NEW_RUNS.pop()
+        if not path.is_dir() or any(f.is_file() and f.name != "config.yaml" for f in path.rglob("*")):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        if existed:
+            path.mkdir(parents=True, exist_ok=True)
 
 
 def print_summary(args: argparse.Namespace, summary: dict[str, Any], run_path: Path | None = None) -> None:

@@ -18,10 +18,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from cream.errors import ConfigError
     from cream.profiling import profile
 
+    if args.input_size and min(args.input_size) < 1:
+        raise ConfigError(f"--input-size {' '.join(map(str, args.input_size))}: C, H and W must all be >= 1")
     size = tuple(args.input_size) if args.input_size else None
-    result = {"model": args.model, **profile(args.model, input_size=size)}
+    try:
+        result = {"model": args.model, **profile(args.model, input_size=size)}
+    except (RuntimeError, AssertionError, ValueError) as e:  # the model's own forward refuses this size
+        if size is None:
+            raise
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"--input-size {' '.join(map(str, size))} does not fit model '{args.model}': {reason}"
+                          ) from None
     if args.json:
         print(json.dumps(result))
     else:

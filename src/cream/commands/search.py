@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cream.commands import add_run_options, print_summary, resumed_config
+from cream.commands import add_run_options, new_run_dir, print_summary, resumed_config
 from cream.errors import CreamError
 
 
@@ -39,6 +39,6 @@ def main(args: argparse.Namespace) -> int:
         base = read_yaml(supernet / "config.yaml")
         base["init"] = str(supernet)
         cfg = load_config(RunConfig, args.config, args.overrides, base=base)
-        run = RunDir.create(args.out, "search", config=to_dict(cfg))
+        run = new_run_dir(args.out, "search", to_dict(cfg))
     print_summary(args, search_supernet(cfg, supernet, run, resume=bool(args.resume)), run.path)
     return 0

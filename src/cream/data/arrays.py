@@ -195,6 +195,24 @@ def _list_tree(root: str) -> dict[tuple[str, str], list]:
     return out
 
 
+def tree_signature(root: Path) -> str:
+    """A digest of what an image tree's cache depends on: for a folder every `<split>/<class>/<image>` name
+    with its size and mtime (stat calls only, no reads), so added, removed or rewritten images change it;
+    for a tar archive its own size and mtime."""
+    if not root.is_dir():
+        st = root.stat()
+        return f"file:{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha1()
+    for split_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for cdir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            with os.scandir(cdir) as entries:
+                for e in sorted(entries, key=lambda e: e.name):
+                    if e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTS:
+                        st = e.stat()
+                        h.update(f"{split_dir.name}/{cdir.name}/{e.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _const(data: bytes):
     return lambda: data
 

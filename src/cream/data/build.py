@@ -54,8 +54,7 @@ def _arrays(cfg: DataConfig) -> tuple[A.ImageArrays, A.ImageArrays]:
     root = Path(cfg.root).resolve()
     if not root.exists():
         raise DataError(f"data folder '{cfg.root}' does not exist")
-    stat = root.stat()
-    key = f"tree:{root}:{stat.st_size}:{stat.st_mtime_ns}:{cfg.on_corrupt}"
+    key = f"tree:{root}:{A.tree_signature(root)}:{cfg.on_corrupt}"
     splits = A.cached(key, cfg.cache_dir, lambda: A.image_tree(str(root), cfg.on_corrupt))
     if "train" not in splits:
         raise DataError(f"'{cfg.root}' has no train/ split; found {sorted(splits)}")

@@ -41,7 +41,7 @@ def timm_teacher(name: str, num_classes: int, weights: str | Path = "", **kwargs
     """The timm model `name` with `num_classes` outputs (unless `kwargs` says otherwise), its weights
     read from `weights` (safetensors or a torch file); without a file it keeps timm's initialisation."""
     kwargs.setdefault("num_classes", num_classes)
-    model = create_model(name, **kwargs)
+    model = create_model(name, key="distill.teacher.kwargs", **kwargs)
     if weights:
         load_weights(model, Path(weights))
     return FrozenModel(model)
