@@ -98,6 +98,12 @@ def any_rank(flag: bool, device: torch.device, d: Dist) -> bool:
     return all_sum([1.0 if flag else 0.0], device, d)[0] > 0
 
 
+def barrier(d: Dist) -> None:
+    """Wait until every rank gets here, e.g. until rank 0 has written the files the others read next."""
+    if d.enabled:
+        dist.barrier()
+
+
 def teardown() -> None:
     """Leave the process group, so the process exits cleanly instead of aborting in the group's destructor."""
     if dist.is_available() and dist.is_initialized():

@@ -17,7 +17,7 @@ from cream.run_dir import RunDir
 from cream.search import search
 from cream.search.inherited import InheritedScorer
 from cream.spaces.base import Arch, Space
-from cream.train.distributed import init_distributed, split_map
+from cream.train.distributed import barrier, init_distributed, split_map
 from cream.train.engine import pick_device, seed_everything
 from cream.workflows.supernet import load_supernet
 
@@ -70,6 +70,8 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     s = cfg.search
     scorer, splits = load_scorer(cfg, supernet_run)
     space = scorer.net.space
+    d = init_distributed(scorer.device.type)
+    barrier(d)  # every rank has looked at the run directory (`cream run` decides what to resume) before rank 0 writes
     if not resume:
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     feasible = search_feasible(s, space)  # checked before any arch is scored
@@ -97,6 +99,7 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
                "best_test_top1_inherited": arch_doc["test_top1"], "wall_s": round(time.perf_counter() - start, 2)}
     run.write_json("summary.json", summary)
     write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
+    barrier(d)  # the files exist for every rank once the search returns
     return summary
 
 
