@@ -2,9 +2,10 @@
 
 Trains a small MobileNet supernet once, then runs the same random search (`batch` archs scored per
 step, split across the processes) alternately with 1 process and with 2, `--repeats` times each; every
-process runs one thread. Reported: median wall time of the whole command (start-up included) and of
-the search itself (`wall_s` of its summary), their 2-process / 1-process ratios, whether the two
-search.json files are equal, and the load average before and after. Prints one JSON object.
+process runs one thread. Reported: median wall time of the whole command (start-up included), of the
+search stage (`wall_s` of its summary: data, supernet, search) and of the search loop alone
+(`search_s`), their 2-process / 1-process ratios, whether every search.json is equal, and the load
+average before and after. Prints one JSON object.
 
     python benchmarks/bench_search_ddp.py [--budget 32] [--batch 8] [--eval-images 300] [--repeats 3]
 """
@@ -40,15 +41,16 @@ def sets(items: list[str]) -> list[str]:
     return [a for item in items for a in ("--set", item)]
 
 
-def search(launcher: list[str], supernet: Path, out: Path, options: list[str]) -> tuple[float, float]:
-    """(command wall s, search wall_s from its summary) of one `cream search`."""
+def search(launcher: list[str], supernet: Path, out: Path, options: list[str]) -> tuple[float, float, float]:
+    """(command wall s, `wall_s` and `search_s` of its summary) of one `cream search`."""
     start = time.perf_counter()
     done = subprocess.run([*launcher, "-m", "cream", "search", "--supernet", str(supernet), "--out", str(out),
                            "--json", *options], capture_output=True, text=True, env=ENV, check=False)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"search failed ({done.returncode}): {done.stderr[-2000:]}")
-    return wall, json.loads(done.stdout.strip().splitlines()[-1])["wall_s"]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return wall, summary["wall_s"], summary["search_s"]
 
 
 def main() -> None:
@@ -72,22 +74,24 @@ def main() -> None:
         options = sets(["search.method=random", f"search.budget={args.budget}", "search.test_top_k=0",
                         f"search.eval_images={args.eval_images}", f"search.bn_recal_images={args.recal_images}",
                         f"search.kwargs={{batch: {args.batch}}}", "train.threads=1"])
-        times: dict[str, list[tuple[float, float]]] = {"1": [], "2": []}
+        times: dict[str, list[tuple[float, float, float]]] = {"1": [], "2": []}
         for r in range(args.repeats):  # alternate, so a busy phase of the shared machine hits both
             times["1"].append(search([sys.executable], root / "supernet", root / f"one{r}", options))
             times["2"].append(search(TORCHRUN, root / "supernet", root / f"two{r}", options))
         same = all((root / f"two{r}" / "search.json").read_text() == (root / "one0" / "search.json").read_text()
                    and (root / f"one{r}" / "search.json").read_text() == (root / "one0" / "search.json").read_text()
                    for r in range(args.repeats))
-    med = {n: (statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)) for n, ts in times.items()}
+    med = {n: [statistics.median(t[i] for t in ts) for i in range(3)] for n, ts in times.items()}
     print(json.dumps({
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "budget": args.budget, "batch": args.batch, "eval_images": args.eval_images,
         "bn_recal_images": args.recal_images, "repeats": args.repeats,
         "command_wall_s": {"1": round(med["1"][0], 2), "2": round(med["2"][0], 2)},
         "search_wall_s": {"1": round(med["1"][1], 2), "2": round(med["2"][1], 2)},
+        "scoring_s": {"1": round(med["1"][2], 2), "2": round(med["2"][2], 2)},
         "ratio_command": round(med["2"][0] / med["1"][0], 3), "ratio_search": round(med["2"][1] / med["1"][1], 3),
-        "all_runs": {n: [[round(a, 2), round(b, 2)] for a, b in ts] for n, ts in times.items()},
+        "ratio_scoring": round(med["2"][2] / med["1"][2], 3),
+        "all_runs": {n: [[round(x, 2) for x in t] for t in ts] for n, ts in times.items()},
         "same_search_json": same, "load_before": load_before, "load_after": os.getloadavg(),
     }))
 

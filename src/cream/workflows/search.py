@@ -80,7 +80,9 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
                               "writer": run.write}
     if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
         common["board"] = read_board(supernet_run)
+    searching = time.perf_counter()
     result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
+    search_s = time.perf_counter() - searching
     if not result.records:
         raise CreamError(f"the search evaluated no arch: no arch of the space meets the limits {search_windows(s)}")
     # copies: the test accuracy belongs to the "top" list only, not to search.json's records and best
@@ -96,7 +98,8 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
         plot_pareto(result.records, run.file("search.png"), cost="params")
     summary = {"method": s.method, "queries": len(result.records), "best_score": best["score"],
                "best_params": best["cost"]["params"], "best_macs": best["cost"]["macs"],
-               "best_test_top1_inherited": arch_doc["test_top1"], "wall_s": round(time.perf_counter() - start, 2)}
+               "best_test_top1_inherited": arch_doc["test_top1"], "search_s": round(search_s, 2),
+               "wall_s": round(time.perf_counter() - start, 2)}
     run.write_json("summary.json", summary)
     write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
     barrier(d)  # the files exist for every rank once the search returns
