@@ -40,8 +40,8 @@ def score_batch(scorer: InheritedScorer, dataset: Any = None) -> Callable[[list[
     Each arch is scored whole (full split, same BN-recalibration images) by one process, so its score is
     the one a single process computes."""
     d = init_distributed(scorer.device.type)
-    data = scorer.val if dataset is None else dataset
-    return lambda archs: split_map(lambda arch: float(scorer.score(arch, data)), archs, d)
+    score = scorer if dataset is None else (lambda arch: scorer.score(arch, dataset))
+    return lambda archs: split_map(lambda arch: float(score(arch)), archs, d)
 
 
 def search_windows(s: SearchConfig) -> dict[str, Window]:
