@@ -1,4 +1,5 @@
 import json
+from random import Random
 
 import pytest
 
@@ -171,3 +172,50 @@ def test_state_dict_round_trip_continues_identically():
     b.load_state_dict(json.loads(json.dumps(a.state_dict())))
     assert len(b.records) == 15
     assert b.run().to_dict() == a.run().to_dict()
+
+
+def batches_of(sizes):
+    """A batch scorer that records the size of every batch it is given."""
+    def score_many(archs):
+        sizes.append(len(archs))
+        return [score(a) for a in archs]
+
+    return score_many
+
+
+@pytest.mark.parametrize("method", ["random", "board"])
+def test_batch_size_does_not_change_random_or_board_results(method):
+    space = NB201Space()
+    extra = {"board": [{"arch": space.sample(Random(i))} for i in range(11)]} if method == "board" \
+        else {"budget": 23}
+    one = make_search(method, space, score, seed=5, **extra).run().to_dict()
+    sizes: list[int] = []
+    four = make_search(method, space, score, seed=5, batch=4, score_many=batches_of(sizes), **extra).run().to_dict()
+    assert four == one
+    assert max(sizes) == 4 and sum(sizes) == len(one["records"])  # scored in batches of (up to) four
+
+
+def test_batched_regularized_evolution_breeds_from_the_scored_population(tmp_path):
+    space = NB201Space()
+    kwargs = {"budget": 40, "seed": 2, "population": 8, "sample": 3, "batch": 4}
+    sizes: list[int] = []
+    a = make_search("regularized", space, score, score_many=batches_of(sizes), **kwargs).run().to_dict()
+    assert sizes == [4] * 10 and a == search("regularized", space, score, **kwargs).to_dict()
+    assert a["records"] != search("regularized", space, score, **{**kwargs, "batch": 1}).to_dict()["records"]
+    # resumable like every method: interrupted inside a batch, it ends where the uninterrupted run ends
+    path = tmp_path / "state.json"
+    with pytest.raises(Interrupt):
+        make_search("regularized", space, interrupting(21), state_path=path, save_every=1, **kwargs).run()
+    assert make_search("regularized", space, score, state_path=path, **kwargs).run(resume=True).to_dict() == a
+
+
+def test_evolution_scores_each_generation_as_one_batch():
+    sizes: list[int] = []
+    kwargs = {"population": 10, "parents": 4, "mutations": 5, "crossovers": 5, "generations": 3, "seed": 1}
+    a = make_search("evolution", NB201Space(), score, score_many=batches_of(sizes), **kwargs).run().to_dict()
+    assert sizes == [10] * 4 and a == search("evolution", NB201Space(), score, **kwargs).to_dict()
+
+
+def test_bad_batch():
+    with pytest.raises(ConfigError, match="batch = 0"):
+        make_search("random", NB201Space(), score, budget=3, batch=0)

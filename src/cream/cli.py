@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cream: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # a command joined torchrun's process group: leave it
+            from cream.train.distributed import teardown
+
+            teardown()
 
 
 if __name__ == "__main__":

@@ -106,9 +106,19 @@ def discard_unstarted_runs() -> None:
             path.mkdir(parents=True, exist_ok=True)
 
 
+def is_main_process() -> bool:
+    """Rank 0 of torchrun's processes, or the only process: the one that prints."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def print_summary(args: argparse.Namespace, summary: dict[str, Any], run_path: Path | None = None) -> None:
+    """Print the summary (once: under torchrun only rank 0 prints)."""
     from cream.report.summary import summary_table
 
+    if not is_main_process():
+        return
     if getattr(args, "json", False):
         print(json.dumps(summary))
         return

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cream.commands import nb201_table_path
+from cream.commands import is_main_process, nb201_table_path
 from cream.errors import CreamError
 
 
@@ -51,6 +51,8 @@ def main(args: argparse.Namespace) -> int:
         stats = _rank_files(args)
     else:
         raise CreamError("give --scores FILE and --truth FILE, or --supernet RUN")
+    if not is_main_process():
+        return 0
     if args.json:
         print(json.dumps(stats))
         return 0
@@ -83,5 +85,5 @@ def _rank_supernet(args: argparse.Namespace) -> dict[str, Any]:
     table = NB201Table(nb201_table_path(args.table))
     result = rank_supernet_run(args.supernet, table, args.sample, args.sample_seed, args.bn_recal_images,
                                args.eval_images)
-    files = write_rank(args.out or args.supernet, result)
+    files = write_rank(args.out or args.supernet, result) if is_main_process() else {}  # under torchrun: rank 0
     return {**result["rank"], "files": [str(p) for p in files.values()]}

@@ -1,10 +1,15 @@
 """What every search method shares: evaluation bookkeeping, the result format and resumable state.
 
-A method runs in *steps* (one query for random search and regularised evolution, one generation
-for AutoFormer-style evolution). After every `save_every` steps, the whole state (random stream,
-evaluated archs, method bookkeeping) is written atomically to `state_path`; `run(resume=True)`
-continues from that file and ends exactly where an uninterrupted run with the same seed ends.
-Only what was evaluated after the last save is recomputed.
+A method runs in *steps* (`batch` queries for random search and regularised evolution, one
+generation for AutoFormer-style evolution). A step *proposes* its candidates (`evaluate` takes an
+arch's place in `records` at once, so legality and budget see it) and the base scores them all
+together at the end of the step with `score_many`, which may split them across processes: scores
+arrive in proposal order, so the result does not depend on how (or where) a batch was scored.
+
+After every `save_every` steps, the whole state (random stream, evaluated archs, method
+bookkeeping) is written atomically to `state_path`; `run(resume=True)` continues from that file
+and ends exactly where an uninterrupted run with the same seed ends. Only what was evaluated
+after the last save is recomputed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from cream.run_dir import atomic_write_text
 from cream.spaces.base import Arch, Space, arch_key
 
 Score = Callable[[Arch], float]
+ScoreMany = Callable[[list[Arch]], list[float]]
 Feasible = Callable[[Arch], bool]
 
 
@@ -82,13 +88,19 @@ class Search:
         save_every: int = 1,
         max_attempts: int = 1000,
         scoring: dict[str, Any] | None = None,
+        batch: int = 1,
+        score_many: ScoreMany | None = None,
+        writer: bool = True,
     ) -> None:
+        """`score_many(archs)` scores a batch at once (default: `score` on each); `writer=False` never writes
+        `state_path` (the other ranks of a distributed search, which still read it on resume)."""
         if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
             raise ConfigError(f"search budget = {budget!r} is not allowed; use a positive number of queries")
         if save_every < 1 or max_attempts < 1:
             raise ConfigError(f"save_every = {save_every}, max_attempts = {max_attempts}: both must be >= 1")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigError(f"search batch = {batch!r} is not allowed; use a positive number of archs per step")
         self.space = space
-        self.score_fn = score
         self.feasible = feasible
         self.budget = budget
         self.seed = seed
@@ -96,18 +108,22 @@ class Search:
         self.save_every = save_every
         self.scoring = scoring or {}  # how `score` scores an arch: a resumed search must score the same way
         self.max_attempts = max_attempts
+        self.batch = batch
+        self.score_many: ScoreMany = score_many or (lambda archs: [score(a) for a in archs])
+        self.writer = writer
         self.rng = random.Random(seed)
         self.records: list[dict[str, Any]] = []
         self.best_at: list[int] = []
         self.steps = 0
         self.stopped: str | None = None
         self._positions: dict[Any, int] = {}
+        self._pending: list[int] = []  # positions proposed in this step, not scored yet
 
     # ---- configuration and state -------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """What must match for a saved state to be resumed (subclasses add their parameters)."""
         return {"space": self.space.name, "seed": self.seed, "budget": self.budget,
-                "max_attempts": self.max_attempts, "scoring": self.scoring}
+                "max_attempts": self.max_attempts, "batch": self.batch, "scoring": self.scoring}
 
     def state_dict(self) -> dict[str, Any]:
         version, mt, gauss = self.rng.getstate()
@@ -150,6 +166,8 @@ class Search:
     def save(self) -> None:
         """Write the state file atomically, so a kill never leaves half a file."""
         assert self.state_path is not None
+        if not self.writer:
+            return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.state_path, json.dumps(self.state_dict()))
 
@@ -171,8 +189,9 @@ class Search:
         return self.result()
 
     def step(self) -> None:
-        """One step (a query, or a generation for evolution); saves the state when due."""
+        """One step (a batch of queries, or a generation for evolution); saves the state when due."""
         self._step()
+        self.score_pending()
         self.steps += 1
         if self.stopped is None and self.budget_spent:
             self.stopped = "budget"
@@ -196,18 +215,29 @@ class Search:
         return arch_key(arch) not in self._positions and (self.feasible is None or self.feasible(arch))
 
     def evaluate(self, arch: Arch) -> int | None:
-        """Score a legal arch and return its position in `records`; None (and no query) if illegal."""
+        """Propose a legal arch and return its position in `records`; None (and no query) if illegal.
+
+        Its score is filled in by `score_pending` (at the latest when the step ends)."""
         if self.budget_spent or not self.is_legal(arch):
             return None
-        record = {"arch": arch, "score": float(self.score_fn(arch)), "cost": self.space.cost(arch)}
         pos = len(self.records)
-        self.records.append(record)
+        self.records.append({"arch": arch, "score": None, "cost": self.space.cost(arch)})
         self._positions[arch_key(arch)] = pos
-        if not self.best_at or record["score"] > self.records[self.best_at[-1]]["score"]:
-            self.best_at.append(pos)
-        else:
-            self.best_at.append(self.best_at[-1])
+        self._pending.append(pos)
         return pos
+
+    def score_pending(self) -> None:
+        """Score the proposed archs as one batch, in proposal order, and extend the best-so-far."""
+        if not self._pending:
+            return
+        scores = self.score_many([self.records[i]["arch"] for i in self._pending])
+        for pos, score in zip(self._pending, scores, strict=True):
+            self.records[pos]["score"] = float(score)
+            if not self.best_at or self.records[pos]["score"] > self.records[self.best_at[-1]]["score"]:
+                self.best_at.append(pos)
+            else:
+                self.best_at.append(self.best_at[-1])
+        self._pending = []
 
     def evaluate_random(self) -> int | None:
         """Evaluate a random legal arch; None (and `stopped = "exhausted"`) after `max_attempts` misses."""

@@ -3,7 +3,7 @@
 The supernet run leaves its final board in board.json (best path first). Each board path inside
 the search's cost limits is scored with inherited weights on the held-out split, in board order;
 the best score wins, ties going to the path ranked higher on the board. Resumable like every
-`Search`: one board path per step.
+`Search`: `batch` board paths per step (the result does not depend on `batch`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ class BoardSearch(Search):
         return {**super().config(), "board": [arch_key(a) for a in self.paths]}
 
     def _step(self) -> None:
-        if self.steps >= len(self.paths):
+        start = self.steps * self.batch
+        for arch in self.paths[start:start + self.batch]:
+            self.evaluate(arch)
+        if start + self.batch >= len(self.paths):
             self.stopped = "board"
-            return
-        self.evaluate(self.paths[self.steps])

@@ -6,7 +6,8 @@ uniformly from the top list, `space.mutate(parent, rng, **mutate_kwargs)`, at mo
 `mutation_attempts` tries) and up to `crossovers` children (two distinct parents; a pair the
 space calls incompatible is redrawn up to `pair_attempts` times and never zipped; at most
 `crossover_attempts` tries), and fills up to `population` with random legal archs. A candidate is
-legal when it was never evaluated and `feasible(arch)` holds. Unlike the original, the last
+legal when it was never evaluated and `feasible(arch)` holds. A generation is scored as one batch
+(`batch` plays no part here). Unlike the original, the last
 generation is ranked too (the result ranks every evaluated arch), and the search is resumable.
 """
 
@@ -78,6 +79,7 @@ class EvolutionSearch(Search):
         if self.stopped is None and self.generations is not None and self.steps >= self.generations:
             self.stopped = "generations"
         if self.stopped is not None or self.budget_spent:
+            self.score_pending()
             self._select()  # rank the last generation too (the original never did)
 
     def _select(self) -> None:

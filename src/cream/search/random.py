@@ -1,4 +1,6 @@
-"""Random search: uniform samples from the space, each legal one evaluated, until the budget is spent."""
+"""Random search: uniform samples from the space, each legal one evaluated, until the budget is spent.
+
+`batch` samples are scored together per step; the result is the same for every batch size."""
 
 from __future__ import annotations
 
@@ -17,5 +19,7 @@ class RandomSearch(Search):
             raise ConfigError("random search needs a budget (a number of queries)")
 
     def _step(self) -> None:
-        self.evaluate_random()
+        for _ in range(self.batch):  # the samples do not depend on scores: any batch gives the same result
+            if self.stopped is not None or self.evaluate_random() is None:
+                return
 

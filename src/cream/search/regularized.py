@@ -5,6 +5,9 @@ uniformly (with replacement), mutate the best of them, evaluate the child, add i
 oldest member. A child must be legal (unvisited, feasible): mutation is retried up to
 `max_attempts` times and then a random legal arch is taken instead, so the budget counts unique
 archs.
+
+With `batch` > 1, a step breeds `batch` children from the population as it stood at the step's
+start (scored together, then aged in in order): a batched variant, whose result depends on `batch`.
 """
 
 from __future__ import annotations
@@ -48,17 +51,24 @@ class RegularizedEvolution(Search):
         self.population = list(extra["population"])
 
     def _step(self) -> None:
-        pos = None
-        if len(self.population) >= self.population_size:
-            contenders = [self.rng.choice(self.population) for _ in range(self.sample_size)]
-            parent = self.records[self.ranked(contenders)[0]]["arch"]
-            for _ in range(self.max_attempts):
-                pos = self.evaluate(self.space.mutate(parent, self.rng, **self.mutate_kwargs))
-                if pos is not None:
-                    break
-        if pos is None:
-            pos = self.evaluate_random()
-        if pos is not None:
+        pool = list(self.population)  # parents come from the scored population only
+        children: list[int] = []
+        for _ in range(self.batch):
+            if self.stopped is not None or self.budget_spent:
+                break
+            pos = None
+            if len(pool) >= self.population_size:
+                contenders = [self.rng.choice(pool) for _ in range(self.sample_size)]
+                parent = self.records[self.ranked(contenders)[0]]["arch"]
+                for _ in range(self.max_attempts):
+                    pos = self.evaluate(self.space.mutate(parent, self.rng, **self.mutate_kwargs))
+                    if pos is not None:
+                        break
+            if pos is None:
+                pos = self.evaluate_random()
+            if pos is not None:
+                children.append(pos)
+        for pos in children:
             self.population.append(pos)
             if len(self.population) > self.population_size:
                 self.population.pop(0)

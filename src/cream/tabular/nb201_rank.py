@@ -24,16 +24,16 @@ TRUTH = "cifar10_test_200ep"
 REFERENCES: tuple[str, ...] = ("cifar10_val_12ep", "cifar10_test_12ep")
 
 
-def rank_scores(score: Callable[[Arch], float], table: NB201Table, sample: int = 100, seed: int = 0,
+def rank_scores(score: Callable[[list[Arch]], list[float]], table: NB201Table, sample: int = 100, seed: int = 0,
                 truth: str = TRUTH, ks: Sequence[float] = DEFAULT_KS) -> dict[str, Any]:
-    """Score a stratified sample of `sample` cells with `score(arch)` and rank them against `truth`.
+    """Score a stratified sample of `sample` cells with `score(archs)` (one batch) and rank them against `truth`.
 
     Returns `{"records": [{"arch", "index", "score", truth}], "rank": {...}}`; `rank` holds the
     statistics of the scores and, under `reference`, those of the 12-epoch columns on the same cells.
     """
     truth_values = table.column(truth)
     indices = stratified_sample(truth_values, sample, seed)
-    scores = [float(score(index_to_arch(i))) for i in indices]
+    scores = [float(v) for v in score([index_to_arch(i) for i in indices])]
     true = [float(truth_values[i]) for i in indices]
     records = [{"arch": arch_to_str(index_to_arch(i)), "index": i, "score": s, truth: t}
                for i, s, t in zip(indices, scores, true, strict=True)]

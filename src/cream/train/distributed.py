@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,43 @@ def from_rank0(t: torch.Tensor, d: Dist) -> torch.Tensor:
         t = t.contiguous()
         dist.broadcast(t, src=0)
     return t
+
+
+def split_map(fn: Callable[[T], R], items: Sequence[T], d: Dist) -> list[R]:
+    """`[fn(x) for x in items]`, each rank computing every `world`-th item and all ranks receiving all results.
+
+    Results travel as pickled objects, so every rank holds exactly the values the computing rank got.
+    """
+    if not d.enabled:
+        return [fn(x) for x in items]
+    mine = {i: fn(items[i]) for i in range(d.rank, len(items), d.world)}
+    parts: list[Any] = [None] * d.world
+    dist.all_gather_object(parts, mine)
+    merged = {i: r for part in parts for i, r in part.items()}
+    return [merged[i] for i in range(len(items))]
+
+
+def gather_objects(obj: T, d: Dist) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank (`[obj]` for one process)."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool, device: torch.device, d: Dist) -> bool:
+    """True on every rank when `flag` holds on at least one (so ranks take the same branch)."""
+    return all_sum([1.0 if flag else 0.0], device, d)[0] > 0
+
+
+def barrier(d: Dist) -> None:
+    """Wait until every rank gets here, e.g. until rank 0 has written the files the others read next."""
+    if d.enabled:
+        dist.barrier()
+
+
+def teardown() -> None:
+    """Leave the process group, so the process exits cleanly instead of aborting in the group's destructor."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

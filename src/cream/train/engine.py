@@ -28,7 +28,7 @@ from cream.data import Splits, train_loader, with_keys
 from cream.errors import CheckpointError, ConfigError, TrainingError
 from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
-from cream.train.distributed import Dist, init_distributed, mean_over_ranks
+from cream.train.distributed import Dist, any_rank, gather_objects, init_distributed, mean_over_ranks
 from cream.train.evaluate import amp_autocast, evaluate
 from cream.train.strategy import OwnedOptimizer, Strategy
 
@@ -79,6 +79,8 @@ class Engine:
             self.forward_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.strategy.find_unused_parameters)
+            # weights are rank 0's now (DDP broadcast them); dropout, drop-path and mixup draw per-rank streams
+            seed_everything(t.seed + self.dist.rank)
         if t.compile:
             self.forward_model = torch.compile(self.forward_model)
 
@@ -214,7 +216,7 @@ class Engine:
         value = float(loss.detach())
         optimizer = self._optimizer(name)
         optimizer.zero_grad(set_to_none=True)
-        if not math.isfinite(value):
+        if any_rank(not math.isfinite(value), self.device, self.dist):  # every rank skips (or stops) together
             what = "loss" if name is None else f"loss of the strategy's optimizer '{name}'"
             if self.cfg.train.on_nan == "stop":
                 last = ckpt.list_checkpoints(self.run.checkpoints)[-1:] if self.run else []
@@ -326,6 +328,7 @@ class Engine:
 
     # -----------------------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        rngs = gather_objects(ckpt.rng_state(), self.dist)  # called on every rank: each rank's generators
         if self.run is None or not self.run.write:
             return
         state = {
@@ -336,7 +339,8 @@ class Engine:
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "strategy": self.strategy.state_dict(),
             "strategy_optimizers": {name: own.optimizer.state_dict() for name, own in self.owned.items()},
-            "rng": ckpt.rng_state(),
+            "rng": rngs[0],
+            "rank_rngs": rngs[1:],
             "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                          "skipped_steps": self.skipped_steps, "stream_batches": dict(self.stream_batches)},
         }
@@ -367,7 +371,11 @@ class Engine:
             raise CheckpointError(f"checkpoint in '{self.run.checkpoints}' does not fit this run: "
                                   f"{str(e).splitlines()[0]}") from None
         self.strategy.load_state_dict(state["strategy"])
-        ckpt.set_rng_state(state["rng"])
+        ranks = [state["rng"], *state.get("rank_rngs", [])]
+        if len(ranks) != self.dist.world:
+            raise CheckpointError(f"checkpoint in '{self.run.checkpoints}' was written by {len(ranks)} process(es); "
+                                  f"resume it with as many (this run has {self.dist.world})")
+        ckpt.set_rng_state(ranks[self.dist.rank])
         p = state["progress"]
         self.step, self.epoch, self.batch_in_epoch = p["step"], p["epoch"], p["batch_in_epoch"]
         self.skipped_steps = p["skipped_steps"]

@@ -10,7 +10,7 @@ from cream.errors import ConfigError
 from cream.spaces.nb201 import NB201Space
 from cream.tabular.nb201 import NB201Table
 from cream.tabular.nb201_rank import rank_scores
-from cream.workflows.search import load_scorer
+from cream.workflows.search import load_scorer, score_batch
 
 
 def rank_supernet_run(supernet_run: str | Path, table: NB201Table, sample: int = 100, seed: int = 0,
@@ -18,7 +18,8 @@ def rank_supernet_run(supernet_run: str | Path, table: NB201Table, sample: int =
     """`rank_scores` of a `cream supernet` run: top-1 (%) with inherited weights on the run's held-out split.
 
     Each cell is scored exactly as `cream search` scores it (`cream.workflows.search.load_scorer`), with
-    its BN statistics recalibrated on `bn_recal_images` training images (0 = the supernet's own).
+    its BN statistics recalibrated on `bn_recal_images` training images (0 = the supernet's own); under
+    torchrun the cells are split across the processes.
     """
     run = Path(supernet_run)
     if not (run / "config.yaml").is_file():
@@ -31,7 +32,8 @@ def rank_supernet_run(supernet_run: str | Path, table: NB201Table, sample: int =
     if not isinstance(space, NB201Space):
         raise ConfigError(f"run '{run}' trained a supernet of space '{space.name}'; ranking against the "
                           "NAS-Bench-201 table needs an nb201 supernet")
-    result = rank_scores(lambda arch: 100.0 * scorer(arch), table, sample, seed)
+    score_many = score_batch(scorer)  # split across torchrun's processes
+    result = rank_scores(lambda archs: [100.0 * s for s in score_many(archs)], table, sample, seed)
     result["rank"].update({"supernet": str(run), "bn_recal_images": bn_recal_images,
                            "eval_images": len(scorer.val)})
     return result

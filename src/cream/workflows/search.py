@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.search import search
 from cream.search.inherited import InheritedScorer
-from cream.spaces.base import Space
+from cream.spaces.base import Arch, Space
+from cream.train.distributed import barrier, init_distributed, split_map
 from cream.train.engine import pick_device, seed_everything
 from cream.workflows.supernet import SUPERNET_WEIGHTS, load_supernet
 
@@ -30,6 +32,17 @@ def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Sp
     splits = build_splits(cfg.data)
     net = load_supernet(cfg, supernet_run, splits.num_classes)
     return InheritedScorer(net, splits, cfg, pick_device(cfg.train.device)), splits
+
+
+def score_batch(scorer: InheritedScorer, dataset: Any = None) -> Callable[[list[Arch]], list[float]]:
+    """Score a batch of archs on `dataset` (default: the scorer's validation split), split across torchrun's
+    processes, every process receiving every score in order.
+
+    Each arch is scored whole (full split, same BN-recalibration images) by one process, so its score is
+    the one a single process computes."""
+    d = init_distributed(scorer.device.type)
+    score = scorer if dataset is None else (lambda arch: scorer.score(arch, dataset))
+    return lambda archs: split_map(lambda arch: float(score(arch)), archs, d)
 
 
 def search_windows(s: SearchConfig) -> dict[str, Window]:
@@ -58,28 +71,38 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     s = cfg.search
     scorer, splits = load_scorer(cfg, supernet_run)
     space = scorer.net.space
+    d = init_distributed(scorer.device.type)
+    barrier(d)  # every rank has looked at the run directory (`cream run` decides what to resume) before rank 0 writes
     run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))  # records --set on resume
     feasible = search_feasible(s, space)  # checked before any arch is scored
     common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
-                              "state_path": run.file("search_state.json"), "scoring": scoring(cfg, supernet_run)}
+                              "state_path": run.file("search_state.json"), "scoring": scoring(cfg, supernet_run),
+                              "score_many": score_batch(scorer), "writer": run.write}
     if s.method == "board":  # Cream: score the supernet run's final board and keep the best (spec §5.6)
         common["board"] = read_board(supernet_run)
+    searching = time.perf_counter()
     result = search(s.method, space, scorer, resume=resume, **common, **s.kwargs)
+    search_s = time.perf_counter() - searching
     if not result.records:
         raise CreamError(f"the search evaluated no arch: no arch of the space meets the limits {search_windows(s)}")
     # copies: the test accuracy belongs to the "top" list only, not to search.json's records and best
-    top = [{**rec, "test_top1": scorer.score(rec["arch"], scorer.test)} for rec in result.top(s.test_top_k)]
+    chosen = result.top(s.test_top_k)
+    tests = score_batch(scorer, scorer.test)([rec["arch"] for rec in chosen])
+    top = [{**rec, "test_top1": t} for rec, t in zip(chosen, tests, strict=True)]
     best = result.best
     arch_doc = {"arch": best["arch"], "space": space.to_config(), "score": best["score"], "cost": best["cost"],
                 "test_top1": top[0]["test_top1"] if top else None}
     run.write_json("arch.json", arch_doc)
     run.write_json("search.json", {**result.to_dict(), "top": top})
-    plot_pareto(result.records, run.file("search.png"), cost="params")
+    if run.write:
+        plot_pareto(result.records, run.file("search.png"), cost="params")
     summary = {"method": s.method, "queries": len(result.records), "best_score": best["score"],
                "best_params": best["cost"]["params"], "best_macs": best["cost"]["macs"],
-               "best_test_top1_inherited": arch_doc["test_top1"], "wall_s": round(time.perf_counter() - start, 2)}
+               "best_test_top1_inherited": arch_doc["test_top1"], "search_s": round(search_s, 2),
+               "wall_s": round(time.perf_counter() - start, 2)}
     run.write_json("summary.json", summary)
     write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
+    barrier(d)  # the files exist for every rank once the search returns
     return summary
 
 

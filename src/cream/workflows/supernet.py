@@ -25,6 +25,7 @@ from cream.spaces import get_space
 from cream.spaces.base import Arch, Space
 from cream.supernets import build_supernet
 from cream.train import checkpoint as ckpt
+from cream.train.distributed import barrier
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.strategies import make_strategy, supernet_kind
 from cream.weights import load_weights, save_weights
@@ -129,6 +130,7 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
             run.write_json(name, obj)
         run.write_json("summary.json", summary)
         write_report(run, summary)
+    barrier(engine.dist)  # the files exist for every rank once training returns
     return summary
 
 

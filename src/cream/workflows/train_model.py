@@ -22,6 +22,7 @@ from cream.profiling import create_model
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
+from cream.train.distributed import barrier
 from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
@@ -81,6 +82,7 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
             save_weights(engine.ema.module, run.file("model_ema.safetensors"))
         run.write_json("summary.json", summary)
         write_report(run, summary)
+    barrier(engine.dist)  # the files exist for every rank once training returns
     return summary
 
 
