@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,11 @@ from cream.spaces.base import Arch, Space, arch_key
 Score = Callable[[Arch], float]
 ScoreMany = Callable[[list[Arch]], list[float]]
 Feasible = Callable[[Arch], bool]
+
+
+def best_first(records: list[dict[str, Any]], positions: Iterable[int]) -> list[int]:
+    """Positions in `records` sorted by score, best first (earlier first on ties): the one order of every ranking."""
+    return sorted(positions, key=lambda i: (-records[i]["score"], i))
 
 
 @dataclass
@@ -55,8 +60,7 @@ class SearchResult:
 
     def top(self, k: int) -> list[dict[str, Any]]:
         """The k best records (score descending, earlier first on ties), e.g. to test only those."""
-        order = sorted(range(len(self.records)), key=lambda i: (-self.records[i]["score"], i))
-        return [self.records[i] for i in order[:k]]
+        return [self.records[i] for i in best_first(self.records, range(len(self.records)))[:k]]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -251,7 +255,7 @@ class Search:
 
     def ranked(self, positions: list[int]) -> list[int]:
         """Positions sorted best first (earlier first on ties)."""
-        return sorted(positions, key=lambda i: (-self.records[i]["score"], i))
+        return best_first(self.records, positions)
 
 
 def _first_difference(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> tuple[str, Any, Any] | None:
