@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cream.cost.limits import Feasible
 from cream.errors import CheckpointError, ConfigError
 from cream.run_dir import atomic_write_text
 from cream.spaces.base import Arch, Space, arch_key
 
 Score = Callable[[Arch], float]
 ScoreMany = Callable[[list[Arch]], list[float]]
-Feasible = Callable[[Arch], bool]
 
 
 def best_first(records: list[dict[str, Any]], positions: Iterable[int]) -> list[int]:
