@@ -44,10 +44,8 @@ def configured_model(cfg: RunConfig, num_classes: int, inherit: bool = True,
         if inherit and cfg.init:
             return inherited_model(cfg, Path(cfg.init), arch, num_classes, train)
         return build_model(space, arch, **arch_model_kwargs(cfg))
-    kwargs: dict[str, Any] = dict(cfg.model.kwargs)
+    kwargs = arch_model_kwargs(cfg)
     kwargs.setdefault("num_classes", num_classes)
-    if cfg.model.drop_path:
-        kwargs.setdefault("drop_path_rate", cfg.model.drop_path)
     if cfg.model.drop:
         kwargs.setdefault("drop_rate", cfg.model.drop)
     return create_model(cfg.model.name, **kwargs)
