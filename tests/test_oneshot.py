@@ -57,6 +57,9 @@ def test_supernet_search_retrain_export(supernet_run, tmp_path, capsys):
     assert not any("test_top1" in r for r in [*records, search_doc["best"]])
     assert len(search_doc["top"]) == 2 and all("test_top1" in r for r in search_doc["top"])
     assert search_doc["top"][0]["test_top1"] == found["test_top1"]
+    best_first = sorted(range(len(records)), key=lambda i: (-records[i]["score"], i))[:2]  # ties: earlier first
+    assert [{k: v for k, v in r.items() if k != "test_top1"} for r in search_doc["top"]] == [records[i]
+                                                                                          for i in best_first]
     assert all(r["cost"]["params"] <= 12_000 for r in records)
     assert found["score"] == max(r["score"] for r in records)
     assert 0.0 <= found["test_top1"] <= 1.0

@@ -4,7 +4,7 @@ from random import Random
 import pytest
 
 from cream.errors import CheckpointError, ConfigError
-from cream.search import METHODS, EvolutionSearch, cost_window, make_search, search
+from cream.search import METHODS, EvolutionSearch, SearchResult, cost_window, make_search, search
 from cream.spaces.base import arch_key
 from cream.spaces.nb201 import NB201Space, arch_to_index
 
@@ -219,3 +219,10 @@ def test_evolution_scores_each_generation_as_one_batch():
 def test_bad_batch():
     with pytest.raises(ConfigError, match="batch = 0"):
         make_search("random", NB201Space(), score, budget=3, batch=0)
+
+
+def test_top_is_best_first_with_ties_to_the_earlier_record():
+    records = [{"arch": {"i": i}, "score": s, "cost": {}} for i, s in enumerate([0.2, 0.9, 0.5, 0.9, 0.1])]
+    result = SearchResult("random", 0, records, [0, 1, 1, 1, 1], "budget")
+    assert [r["arch"]["i"] for r in result.top(3)] == [1, 3, 2]
+    assert [r["arch"]["i"] for r in result.top(10)] == [1, 3, 2, 0, 4]
