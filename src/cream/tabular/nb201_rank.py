@@ -33,13 +33,15 @@ def rank_scores(score: Callable[[list[Arch]], list[float]], table: NB201Table, s
     """
     truth_values = table.column(truth)
     indices = stratified_sample(truth_values, sample, seed)
-    scores = [float(v) for v in score([index_to_arch(i) for i in indices])]
+    archs = [index_to_arch(i) for i in indices]
+    scores = [float(v) for v in score(archs)]
     true = [float(truth_values[i]) for i in indices]
-    records = [{"arch": arch_to_str(index_to_arch(i)), "index": i, "score": s, truth: t}
-               for i, s, t in zip(indices, scores, true, strict=True)]
+    records = [{"arch": arch_to_str(a), "index": i, "score": s, truth: t}
+               for a, i, s, t in zip(archs, indices, scores, true, strict=True)]
     reference = {}
     for column in REFERENCES:
-        ref = rank_stats(true, [float(table.column(column)[i]) for i in indices], ks)
+        values = table.column(column)
+        ref = rank_stats(true, [float(values[i]) for i in indices], ks)
         reference[column] = {k: ref[k] for k in ("kendall_tau", "spearman_rho", "precision_at_k")}
     rank = {"truth": truth, "sample": sample, "sample_seed": seed, **rank_stats(true, scores, ks),
             "reference": reference}
