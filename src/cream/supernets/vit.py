@@ -168,9 +168,7 @@ class ViTSupernet(ViTHead, nn.Module):
     @torch.no_grad()
     def extract(self, arch: Arch) -> AutoFormer:
         """A standalone `AutoFormer` for `arch` holding copies of the active weights."""
-        previous = self._arch
-        self.set_arch(arch)
-        try:
+        with arch_selected(self, arch):
             model = build_autoformer(self.space, self._arch, num_classes=self.num_classes,
                                      global_pool=self.global_pool, drop_rate=self.drop_rate,
                                      attn_drop_rate=self.attn_drop_rate, drop_path_rate=self.drop_path_rate)
@@ -181,8 +179,6 @@ class ViTSupernet(ViTHead, nn.Module):
             for i in range(self._depth):
                 state.update(active_state_dict(self.blocks[i], f"blocks.{i}"))
             model.load_state_dict(state, strict=True)
-        finally:
-            self.set_arch(previous)
         return model.train(self.training).to(self.cls_token.device)
 
 

@@ -101,7 +101,7 @@ class Cream(Uniform):
     # --- one step ----------------------------------------------------------------------------
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
         e = self.engine
-        arch = self.arch_for_step(step)
+        arch = self.step_arch = self.arch_for_step(step)
         active = e.epoch > self.meta_start_epoch
         teacher, weight = None, 0.0
         if active and len(self.board):

@@ -39,7 +39,7 @@ class Darts(Strategy):
                     and all(is_number(b) and 0 <= b < 1 for b in arch_betas), "two numbers in [0, 1)")
         check_kwarg("arch_weight_decay", arch_weight_decay, is_number(arch_weight_decay) and arch_weight_decay >= 0,
                     "a number >= 0")
-        self.space, self.seed = space, seed
+        self.space = space  # `seed` is every strategy's parameter (make_strategy); DARTS draws nothing with it
         self.arch_lr, self.arch_betas, self.arch_weight_decay = float(arch_lr), tuple(arch_betas), arch_weight_decay
 
     def setup(self, engine: Any) -> None:

@@ -41,22 +41,24 @@ class Shrink(Uniform):
         super().__init__(space, seed)
         self.warmup_epochs, self.min_ops = warmup_epochs, min_ops
         self.dropped: list[dict[str, Any]] = []
-        self.stats = self._fresh_stats()
+        self._reset_stats()
 
-    def _fresh_stats(self) -> dict[str, list[list[float]]]:
-        """Decision -> [loss sum, paths] per allowed value, for decisions that still have a choice."""
-        return {d: [[0.0, 0] for _ in values] for d, values in self.space.choices().items() if len(values) > 1}
+    def _reset_stats(self) -> None:
+        """Fresh `stats`: decision -> [loss sum, paths] per allowed value, for decisions that still have a
+        choice; and `_slots`: decision -> value -> its index there (the space changes once an epoch, a step
+        only looks values up)."""
+        self._slots = {d: {v: i for i, v in enumerate(values)} for d, values in self.space.choices().items()
+                       if len(values) > 1}
+        self.stats = {d: [[0.0, 0] for _ in slots] for d, slots in self._slots.items()}
 
     def after_step(self, step: int, loss: float | None) -> None:
         if loss is None or not math.isfinite(loss):  # a skipped non-finite step
             return
-        value = loss
-        choices = self.space.choices()
-        for d, taken in self.space.arch_choices(self.arch_for_step(step)).items():
-            if d in self.stats:
+        for d, taken in self.space.arch_choices(self.step_arch).items():  # the arch `loss` trained this step
+            if d in self._slots:
                 for v in taken:
-                    pair = self.stats[d][choices[d].index(v)]
-                    pair[0] += value
+                    pair = self.stats[d][self._slots[d][v]]
+                    pair[0] += loss
                     pair[1] += 1
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
@@ -72,7 +74,7 @@ class Shrink(Uniform):
             self.dropped.append({"epoch": epoch, "decision": d, "value": choices[d][worst], "mean_loss": means[worst]})
         if keep:
             self.space = self.space.restrict(keep)
-        self.stats = self._fresh_stats()
+        self._reset_stats()
         return {"shrink_dropped": len(keep), "space_archs": self.space.num_archs()}
 
     def artifacts(self) -> dict[str, Any]:
@@ -83,4 +85,5 @@ class Shrink(Uniform):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.space = get_space(state["space"])
+        self._reset_stats()
         self.stats, self.dropped = state["stats"], state["dropped"]

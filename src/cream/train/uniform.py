@@ -38,13 +38,16 @@ class Uniform(Strategy):
 
     def __init__(self, space: Space, seed: int = 0, **sample_kwargs: Any) -> None:
         self.space, self.seed, self.sample_kwargs = space, seed, sample_kwargs
-        self.arch_for_step(0)  # bad sampling parameters fail here, while the config is being read
+        #: the arch of the latest step (set by `loss`), for `after_step` hooks that need it. Drawn here
+        #: too, so that bad sampling parameters fail while the config is being read.
+        self.step_arch: Arch = self.arch_for_step(0)
 
     def arch_for_step(self, step: int) -> Arch:
         return self.space.sample(step_rng(self.seed, step), **self.sample_kwargs)
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
-        self.engine.model.set_arch(self.arch_for_step(step))
+        self.step_arch = self.arch_for_step(step)
+        self.engine.model.set_arch(self.step_arch)
         return self.engine.criterion(model(images), targets)
 
     def eval_archs(self) -> list[tuple[str, Any]]:
