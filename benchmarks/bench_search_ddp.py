@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import sets
+
 SPACE = {
     "family": "mobilenet", "input_size": 32, "num_classes": 10, "act": "swish",
     "stem": {"channels": 16, "stride": 2}, "head": {"channels": 128},
@@ -35,10 +37,6 @@ SPACE = {
 }
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-
-
-def sets(items: list[str]) -> list[str]:
-    return [a for item in items for a in ("--set", item)]
 
 
 def search(launcher: list[str], supernet: Path, out: Path, options: list[str]) -> tuple[float, float, float]:

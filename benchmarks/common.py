@@ -11,6 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))  # the project's real data
 
 
+def sets(items: list[str]) -> list[str]:
+    """`--set ITEM` for each item: config overrides on a `cream` command line."""
+    return [a for item in items for a in ("--set", item)]
+
+
 def images_per_second(batches: Iterable, step: Callable, steps: int, warmup: int = 2) -> float:
     """Images/s of `step(images, targets)` over `steps` batches after `warmup` untimed ones (cycling `batches`)."""
     done, seen, start = 0, 0, 0.0

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import sets
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 SPACE = ("space={family: vit, name: vit-test, embed_dims: [16, 24], depths: [1, 2], num_heads: [1, 2], "
@@ -29,10 +31,6 @@ SEARCH = ["search.budget=6", "search.eval_images=40", "search.test_top_k=1",
           "search.kwargs={generations: 2, population: 3, parents: 2, mutations: 2, crossovers: 1}"]
 MODEL = ["model.name=vit_tiny_patch16_224", "model.kwargs={img_size: 16, patch_size: 4, embed_dim: 32, depth: 2, "
          "num_heads: 2}", "model.drop_path=0.1"]
-
-
-def sets(items: list[str]) -> list[str]:
-    return [a for item in items for a in ("--set", item)]
 
 
 def commands(root: Path) -> dict[str, list[str]]:

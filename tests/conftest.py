@@ -74,6 +74,11 @@ def nb201_table() -> Path:
     return _shared_file("nb201/nb201.csv", "NAS-Bench-201 table")
 
 
+def sets(items: list[str]) -> list[str]:
+    """`--set ITEM` for each item: config overrides on a `cream` command line."""
+    return [a for item in items for a in ("--set", item)]
+
+
 def nested_equal(a, b) -> bool:
     """Bitwise equality of nested states (tensors with their dtypes, dicts, lists, numbers)."""
     if isinstance(a, torch.Tensor):

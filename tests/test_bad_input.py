@@ -18,19 +18,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import sets
 
 import cream
 from cream.cli import main
 
 SRC = str(Path(cream.__file__).resolve().parents[1])  # the cream under test, also for subprocesses run elsewhere
 PRESET = str(Path(__file__).resolve().parents[1] / "src" / "cream" / "presets" / "run.yaml")
-TINY_RUN = ["--set", "train.epochs=1", "--set", "train.max_steps=2", "--set", "data.train_per_class=20",
-            "--set", "data.batch_size=32", "--set", "search.budget=2", "--set", "search.test_top_k=0",
-            "--set", "search.kwargs={generations: 1, population: 2, parents: 1, mutations: 1, crossovers: 0}"]
-TINY_MODEL = ["--set", "model.name=vit_tiny_patch16_224", "--set",
-              "model.kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 1}",
-              "--set", "train.epochs=1", "--set", "train.max_steps=2", "--set", "data.train_per_class=10",
-              "--set", "data.batch_size=32"]
+TINY_RUN = sets(["train.epochs=1", "train.max_steps=2", "data.train_per_class=20", "data.batch_size=32",
+                 "search.budget=2", "search.test_top_k=0",
+                 "search.kwargs={generations: 1, population: 2, parents: 1, mutations: 1, crossovers: 0}"])
+TINY_MODEL = sets(["model.name=vit_tiny_patch16_224",
+                   "model.kwargs={img_size: 16, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 1}",
+                   "train.epochs=1", "train.max_steps=2", "data.train_per_class=10", "data.batch_size=32"])
 
 
 @pytest.fixture(scope="module")

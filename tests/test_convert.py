@@ -15,6 +15,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import sets
 from safetensors.torch import load_file
 
 from cream.cli import main as cli
@@ -94,10 +95,6 @@ def reference_forward(sd: dict[str, torch.Tensor], arch: dict, x: torch.Tensor) 
     return F.linear(t[:, 1:].mean(1), sd["head.weight"][:, :d], sd["head.bias"])
 
 
-def _set(args: list[str]) -> list[str]:
-    return [a for kv in args for a in ("--set", kv)]
-
-
 @pytest.fixture()
 def original_ckpt(tmp_path):
     state = original_state()
@@ -110,7 +107,7 @@ def original_ckpt(tmp_path):
 def test_converted_supernet_computes_what_the_original_computed(original_ckpt, tmp_path, capsys):
     path, state = original_ckpt
     out = tmp_path / "converted"
-    assert cli(["convert", str(path), "--out", str(out), "--json", *_set(SPACE)]) == 0
+    assert cli(["convert", str(path), "--out", str(out), "--json", *sets(SPACE)]) == 0
     cfg = load_config(RunConfig, out / "config.yaml")
     assert cfg.space["legacy_qkv_bias"] is True and cfg.space["num_classes"] == CLASSES
     net = load_supernet(cfg, out, CLASSES).eval()
@@ -128,7 +125,7 @@ def test_converted_supernet_computes_what_the_original_computed(original_ckpt, t
 def test_converted_run_exports_a_standalone_model(original_ckpt, tmp_path):
     path, state = original_ckpt
     out = tmp_path / "converted"
-    assert cli(["convert", str(path), "--out", str(out), *_set(SPACE)]) == 0
+    assert cli(["convert", str(path), "--out", str(out), *sets(SPACE)]) == 0
     arch = {"embed_dim": 24, "depth": 2, "num_heads": [1, 2], "mlp_ratio": [4.0, 2.0]}
     arch_file = tmp_path / "arch.json"
     arch_file.write_text(json.dumps(arch))
@@ -144,7 +141,7 @@ def test_ddp_prefixed_checkpoint_converts(tmp_path):
     """A state dict saved from a DistributedDataParallel wrapper gives the same supernet weights."""
     for name, prefix in (("ddp", "module."), ("plain", "")):
         torch.save({"model": {prefix + k: v for k, v in original_state().items()}}, tmp_path / f"{name}.pth")
-        assert cli(["convert", str(tmp_path / f"{name}.pth"), "--out", str(tmp_path / name), *_set(SPACE)]) == 0
+        assert cli(["convert", str(tmp_path / f"{name}.pth"), "--out", str(tmp_path / name), *sets(SPACE)]) == 0
     ddp, plain = (load_file(tmp_path / name / "supernet.safetensors") for name in ("ddp", "plain"))
     assert ddp.keys() == plain.keys() and all(torch.equal(ddp[k], plain[k]) for k in ddp)
 
@@ -173,7 +170,7 @@ def test_bad_checkpoints_get_one_line_and_write_nothing(tmp_path, capsys, case, 
     elif case == "classes":
         space.append("space.num_classes=10")
     out = tmp_path / "run"
-    assert cli(["convert", str(path), "--out", str(out), *_set(space)]) == 2
+    assert cli(["convert", str(path), "--out", str(out), *sets(space)]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists()

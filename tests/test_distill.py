@@ -10,7 +10,7 @@ from itertools import islice
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_CREAM
+from conftest import TINY_CREAM, sets
 
 from cream.cli import main
 from cream.config import RunConfig, load_config, to_dict, with_overrides
@@ -149,7 +149,7 @@ def test_store_resumes_and_refuses_another_run(store):
 
 def test_retrain_replays_a_store(store, tmp_path, capsys):
     cfg, path = store
-    rc = main(["retrain", "--out", str(tmp_path / "run"), "--json", *sum((["--set", s] for s in BASE), []),
+    rc = main(["retrain", "--out", str(tmp_path / "run"), "--json", *sets(BASE),
                "--set", f"distill.teacher.weights={cfg.distill.teacher.weights}",
                "--set", "distill.teacher.kind=store", "--set", f"distill.teacher.path={path}"])
     assert rc == 0
@@ -193,6 +193,6 @@ def test_supernet_path_teacher_is_the_frozen_path_of_a_supernet_run(tmp_path):
 ])
 def test_bad_teacher_configs_are_one_line_errors(settings, message, store, tmp_path, capsys):
     settings = [s.replace("STORE", str(store[1])) for s in settings]
-    rc = main(["retrain", "--out", str(tmp_path / "run"), *sum((["--set", s] for s in [*BASE, *settings]), [])])
+    rc = main(["retrain", "--out", str(tmp_path / "run"), *sets([*BASE, *settings])])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import torch
+from conftest import sets
 from safetensors.torch import load_file
 
 from cream.train.checkpoint import list_checkpoints, load
@@ -27,7 +28,7 @@ def _cream(*argv: str) -> subprocess.CompletedProcess:
 
 def test_ddp_resume_is_bit_identical_with_per_rank_streams(tmp_path):
     ref = tmp_path / "ref"
-    _cream("retrain", "--out", str(ref), "--json", *[a for s in TINY for a in ("--set", s)])
+    _cream("retrain", "--out", str(ref), "--json", *sets(TINY))
     first, last = list_checkpoints(ref / "checkpoints")
     state = load(first)
     assert len(state["rank_rngs"]) == 1  # rank 1's generators, next to rank 0's

@@ -44,8 +44,8 @@ def load_run_config(args: argparse.Namespace, base: dict | None = None,
     whole config sections after merging), or the run named by --resume."""
     import dataclasses
 
-    from cream.config import RunConfig, load_config, to_dict
-    from cream.errors import CreamError
+    from cream.config import RunConfig, load_config, to_dict, with_overrides
+    from cream.errors import ConfigError, CreamError
     from cream.run_dir import RunDir
 
     if args.resume:
@@ -55,9 +55,6 @@ def load_run_config(args: argparse.Namespace, base: dict | None = None,
         return resumed_config(run, args.overrides), run
     cfg = dataclasses.replace(load_config(RunConfig, args.config, args.overrides, base=base), **(fields or {}))
     if cfg.retrain:  # `cream run`'s retrain stage: check its overrides now, not after the supernet and search
-        from cream.config import with_overrides
-        from cream.errors import ConfigError
-
         try:
             with_overrides(cfg, cfg.retrain, retrain={})
         except ConfigError as e:

@@ -46,6 +46,12 @@ def dense_logits(values: Tensor, classes: Tensor, num_classes: int) -> Tensor:
     return dense.clamp_min(1e-12).log()
 
 
+def key_columns(keys: Keys) -> tuple[Tensor, Tensor]:
+    """The (index, sample_seed) columns of sample keys, as two int64 tensors of their own."""
+    table = torch.tensor(list(keys), dtype=torch.int64).reshape(-1, 2)
+    return table[:, 0].contiguous(), table[:, 1].contiguous()
+
+
 def epoch_file(epoch: int) -> str:
     return f"epoch-{epoch:04d}.safetensors"
 
@@ -72,8 +78,8 @@ class StoreWriter:
     def write(self, epoch: int, keys: Keys, values: Tensor, classes: Tensor) -> None:
         from safetensors.torch import save
 
-        index, seed = torch.tensor(list(keys), dtype=torch.int64).reshape(-1, 2).unbind(1)
-        blob = save({"index": index.contiguous(), "seed": seed.contiguous(), "values": values.contiguous(),
+        index, seed = key_columns(keys)
+        blob = save({"index": index, "seed": seed, "values": values.contiguous(),
                      "classes": classes.contiguous()})
         _write_atomic(self.path / epoch_file(epoch), blob)
 
@@ -114,7 +120,7 @@ class LogitStore:
 
     def lookup(self, keys: Keys) -> tuple[Tensor, Tensor]:
         """The stored (values, classes) of each key, from the epoch file that holds them all."""
-        index, seed = torch.tensor(list(keys), dtype=torch.int64).reshape(-1, 2).T.contiguous()
+        index, seed = key_columns(keys)
         order = [e for e in self.epochs if e == self._epoch] + [e for e in self.epochs if e != self._epoch]
         for epoch in order:
             if epoch != self._epoch:

@@ -21,6 +21,7 @@ from cream.teachers.networks import SupernetPath, freeze, timm_teacher
 from cream.teachers.store import LogitStore, StoreWriter, sparse_probs
 from cream.train.distill import Distill
 from cream.train.engine import pick_device, seed_everything
+from cream.train.evaluate import amp_autocast
 from cream.workflows.supernet import load_supernet
 
 
@@ -85,7 +86,7 @@ def write_logit_store(cfg: RunConfig, out: Path) -> dict[str, Any]:
     meta = {"num_classes": splits.num_classes, "top_k": cfg.distill.top_k, "samples": len(splits.train),
             "seed": t.seed, "epochs": t.epochs, "teacher": to_dict(cfg.distill.teacher), "data": to_dict(d)}
     writer = StoreWriter(out, meta)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(t.amp)
+    autocast = amp_autocast(device, t.amp)
     written = 0
     for epoch in range(t.epochs):
         if writer.has(epoch):
@@ -95,7 +96,7 @@ def write_logit_store(cfg: RunConfig, out: Path) -> dict[str, Any]:
         loader = DataLoader(splits.train, batch_sampler=batches, num_workers=d.workers)
         values, classes = [], []
         for images, _ in loader:
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            with autocast():
                 v, c = sparse_probs(teacher(images.to(device)), cfg.distill.top_k)
             values.append(v.cpu())
             classes.append(c.cpu())
