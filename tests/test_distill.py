@@ -155,6 +155,10 @@ def test_retrain_replays_a_store(store, tmp_path, capsys):
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 2 and summary["skipped_steps"] == 0
+    # the same run without the teacher trains to other weights: the store's targets reached the loss
+    assert main(["retrain", "--out", str(tmp_path / "plain"), "--json", *sets(BASE)]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert plain["steps"] == 2 and plain["test_loss"] != summary["test_loss"]
 
 
 def test_supernet_path_teacher_is_the_frozen_path_of_a_supernet_run(tmp_path):
