@@ -10,6 +10,7 @@ import torch
 from cream.errors import ConfigError
 from cream.models.darts import DartsNetCIFAR, count_params
 from cream.spaces.darts import DARTS_V2, EDGES, OPS, derive, derive_cell, validate_genotype
+from cream.supernets.darts import MixedDartsSupernet
 
 
 def _weights(entries: dict[tuple[int, int], dict[str, float]]) -> torch.Tensor:
@@ -70,3 +71,34 @@ def test_darts_v2_cifar_network_has_the_published_size_and_an_auxiliary_head():
     tiny.eval()
     with torch.no_grad():
         assert torch.equal(tiny(x), tiny(x)) and tiny.aux_logits is None
+
+
+def _one_hot(cell: list[list]) -> torch.Tensor:
+    """α that puts all weight on the genotype's (op, input) pairs and on `none` elsewhere."""
+    a = torch.full((len(EDGES), len(OPS)), float("-inf"))
+    a[:, OPS.index("none")] = 0.0
+    for m, (op, j) in enumerate(cell):
+        e = EDGES.index((j, 2 + m // 2))
+        a[e] = float("-inf")
+        a[e, OPS.index(op)] = 0.0
+    return a
+
+
+def test_mixed_darts_supernet_one_hot_equals_the_extracted_genotype_network():
+    torch.manual_seed(0)
+    net = MixedDartsSupernet(channels=4, layers=3)
+    x = torch.randn(2, 3, 16, 16)
+    net(x).logsumexp(1).mean().backward()
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in net.arch_parameters())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        net.alphas_normal.copy_(_one_hot(DARTS_V2["normal"]))
+        net.alphas_reduce.copy_(_one_hot(DARTS_V2["reduce"]))
+    assert {k: sorted(map(tuple, v)) for k, v in net.derive().items()} == \
+        {k: sorted(map(tuple, v)) for k, v in DARTS_V2.items()}
+    net.eval()
+    child = net.extract(DARTS_V2).eval()
+    assert isinstance(child, DartsNetCIFAR) and count_params(child) < count_params(net)
+    with torch.no_grad():
+        assert torch.allclose(net(x), child(x), atol=1e-6)
