@@ -163,8 +163,7 @@ def test_second_order_darts_alpha_gradient_is_the_hypergradient():
 
 # --- resume --------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("strategy", "kwargs"), [("gdas", "{tau_max: 5}"),
-                                                  ("setn", "{candidates: 3, eval_images: 20}"),
-                                                  ("darts", "{second_order: true}")])
+                                                  ("setn", "{candidates: 3, eval_images: 20}")])
 def test_strategy_resumes_after_sigkill_bit_identically(tmp_path, strategy, kwargs):
     extra = [f"strategy.name={strategy}", f"strategy.kwargs={kwargs}", "train.epochs=2", "train.ckpt_every_steps=2",
              "train.keep_checkpoints=20"]
