@@ -102,3 +102,20 @@ def test_mixed_darts_supernet_one_hot_equals_the_extracted_genotype_network():
     assert isinstance(child, DartsNetCIFAR) and count_params(child) < count_params(net)
     with torch.no_grad():
         assert torch.allclose(net(x), child(x), atol=1e-6)
+
+
+def test_a_retrain_adds_the_weighted_auxiliary_loss():
+    from cream.config import RunConfig, load_config
+    from cream.data import build_splits
+    from cream.train.engine import Engine
+
+    cfg = load_config(RunConfig, None, ["data.name=digits", "data.image_size=32", "data.train_per_class=4",
+                                        "data.batch_size=8", "model.aux_weight=0.4", "train.threads=1"])
+    torch.manual_seed(0)
+    model = DartsNetCIFAR(DARTS_V2, channels=4, layers=3, auxiliary=True)
+    engine = Engine(cfg, model, build_splits(cfg.data), None)
+    images, targets = next(iter(engine.train_loader))
+    loss = engine.strategy.loss(engine.forward_model, images, targets, 0)
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(model(images), targets) + 0.4 * ce(model.aux_logits, targets)
+    assert torch.allclose(loss, expected) and not torch.allclose(loss, ce(model(images), targets))

@@ -77,6 +77,8 @@ class ModelConfig:
     drop_path: float = option(0.0, lo=0.0, hi=1.0)
     drop: float = option(0.0, lo=0.0, hi=1.0)
     kwargs: dict = option({}, doc="extra keyword arguments for timm.create_model, or for the supernet's constructor")
+    aux_weight: float = option(0.0, lo=0.0, doc="weight of an auxiliary head's loss, for models that keep its logits "
+                                                "in `aux_logits` (darts_cifar with auxiliary: true; DARTS uses 0.4)")
 
 
 @dataclass
