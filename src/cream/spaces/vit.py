@@ -134,6 +134,32 @@ class ViTSpace:
         return dataclasses.replace(self, embed_dims=c["embed_dim"], depths=c["depth"], num_heads=c["num_heads"],
                                    mlp_ratios=c["mlp_ratio"])
 
+    def dimensions(self) -> dict[str, list[Any]]:
+        """Each searchable dimension's ordered choices (what a space search moves and resizes)."""
+        return {k: list(v) for k, v in self.choices().items()}
+
+    def with_dimensions(self, mapping: Mapping[str, Sequence[Any]]) -> ViTSpace:
+        """A new space with the named dimensions' choices replaced (values outside the current range allowed).
+
+        Its supernet shape is that of the new choices (the super dims are reset to their largest), since a
+        moved range needs a new supernet; the other settings are kept.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"with_dimensions needs a mapping of dimension -> choices, got {type(mapping).__name__}")
+        fields = {"embed_dim": "embed_dims", "depth": "depths", "num_heads": "num_heads", "mlp_ratio": "mlp_ratios"}
+        unknown = sorted(set(mapping) - set(fields))
+        if unknown:
+            raise ConfigError(f"with_dimensions: dimensions {unknown} are unknown; the space has {list(fields)}")
+        for dim, values in mapping.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise ConfigError(f"with_dimensions: {dim} = {values!r} must be a non-empty list of numbers")
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values) or (
+                    dim != "mlp_ratio" and any(float(v) != int(v) for v in values)):
+                kind = "numbers" if dim == "mlp_ratio" else "integers"
+                raise ConfigError(f"with_dimensions: {dim} = {list(values)!r} must be a list of positive {kind}")
+        return dataclasses.replace(self, **{fields[d]: tuple(v) for d, v in mapping.items()}, super_embed_dim=0,
+                                   super_depth=0, super_num_heads=0, super_mlp_ratio=0.0)
+
     def to_config(self) -> dict[str, Any]:
         return {"family": self.family, **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
 
