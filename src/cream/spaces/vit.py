@@ -51,6 +51,7 @@ class ViTSpace:
     max_relative_position: int = 14
     head_dim: int = 64
     legacy_qkv_bias: bool = False
+    norm_eps: float = 1e-5  # LayerNorm epsilon (the original's 1e-5; timm's ViTs use 1e-6)
     s_prob: float = 0.4  # mutation: redraw depth, and embed dim, each with this probability
     m_prob: float = 0.2  # mutation: redraw each layer's ratio, and heads, with this probability
 
@@ -79,6 +80,8 @@ class ViTSpace:
             raise ConfigError(
                 f"space.img_size = {self.img_size} must be a multiple of patch_size {self.patch_size}"
             )
+        if not self.norm_eps > 0:
+            raise ConfigError(f"space.norm_eps = {self.norm_eps} must be positive")
         for name in ("s_prob", "m_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"space.{name} = {getattr(self, name)} must lie in [0, 1]")
