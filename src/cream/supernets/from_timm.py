@@ -74,20 +74,24 @@ def _check_vit(model: VisionTransformer) -> None:
         "a patch-dropout layer": not isinstance(getattr(model, "patch_drop", nn.Identity()), nn.Identity),
     }
     for blk in model.blocks:
-        attn, mlp = getattr(blk, "attn", None), getattr(blk, "mlp", None)
-        checks["blocks other than timm's Block"] = checks.get("blocks other than timm's Block") or type(blk) is not Block
-        if type(blk) is Block:
-            checks["layer scale"] = checks.get("layer scale") or not isinstance(blk.ls1, nn.Identity)
-            checks["attention other than timm's Attention with qkv bias and no q/k norm"] = checks.get(
-                "attention other than timm's Attention with qkv bias and no q/k norm") or type(attn) is not Attention \
-                or attn.qkv.bias is None or not isinstance(attn.q_norm, nn.Identity) \
-                or not isinstance(attn.norm, nn.Identity)
-            checks["an MLP other than timm's GELU Mlp"] = checks.get("an MLP other than timm's GELU Mlp") \
-                or type(mlp) is not Mlp or type(mlp.act) is not nn.GELU or mlp.act.approximate != "none" \
-                or not isinstance(mlp.norm, nn.Identity)
+        for what, bad in _block_checks(blk).items():
+            checks[what] = checks.get(what, False) or bad
     for what, bad in checks.items():
         if bad:
             _refuse(what)
+
+
+def _block_checks(blk: nn.Module) -> dict[str, bool]:
+    if type(blk) is not Block:
+        return {"blocks other than timm's Block": True}
+    attn, mlp = blk.attn, blk.mlp
+    return {
+        "layer scale": not isinstance(blk.ls1, nn.Identity) or not isinstance(blk.ls2, nn.Identity),
+        "attention other than timm's Attention with qkv bias and no q/k norm": type(attn) is not Attention
+        or attn.qkv.bias is None or not isinstance(attn.q_norm, nn.Identity) or not isinstance(attn.norm, nn.Identity),
+        "an MLP other than timm's exact-GELU Mlp": type(mlp) is not Mlp or type(mlp.act) is not nn.GELU
+        or mlp.act.approximate != "none" or not isinstance(mlp.norm, nn.Identity),
+    }
 
 
 def _default_choices(largest: int, parts: Sequence[float], cast: type = int) -> list:
