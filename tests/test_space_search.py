@@ -98,3 +98,18 @@ def test_space_search_moves_ranges_and_resumes_bit_identical(tmp_path, capfd):
     for name in ("steps/0/et.json", "steps/1/et.json", "steps/1/supernet/supernet.safetensors",
                  "final/supernet/supernet.safetensors", "final/search/search.json"):
         assert faults.same_file(ref / name, killed / name), name
+
+
+def test_bad_space_search_input_is_one_line_before_any_training(tmp_path, capsys):
+    from cream.cli import main as cream_main
+
+    config = tmp_path / "tiny.yaml"
+    cases = [({**TINY, "space": {}}, "config key 'space' is empty"),
+             ({**TINY, "space_search": {"dimensions": ["width"]}}, "names ['width'], which space 'vit-s3' lacks"),
+             ({**TINY, "space": {"preset": "nb201"}}, "has no dimensions() / with_dimensions()")]
+    for i, (cfg, words) in enumerate(cases):
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        assert cream_main(["space-search", str(config), "--out", str(tmp_path / f"run{i}")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err, err
+        assert not (tmp_path / f"run{i}").exists()  # nothing left behind

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cream.config import RunConfig, to_dict, with_overrides
+from cream.errors import ConfigError
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.search.space_search import SpaceMeasure, evolvable, evolve_step
@@ -35,6 +36,8 @@ def space_search(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     from cream.report.plots import plot_trend
 
     start = time.perf_counter()
+    if not cfg.space:
+        raise ConfigError("config key 'space' is empty; a space search needs one, e.g. space: {family: vit, ...}")
     first = evolvable(get_space(dict(cfg.space)), cfg.space_search.dimensions)  # bad input fails before training
     search_feasible(cfg.search, first)
     run.write_yaml("config.yaml", to_dict(cfg))  # a resumed run records its --set keys that do not change results
