@@ -26,6 +26,8 @@ from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.search.space_search import SpaceMeasure, evolvable, evolve_step
 from cream.spaces import get_space
+from cream.train.distributed import barrier, init_distributed
+from cream.train.engine import pick_device
 from cream.workflows.pipeline import open_stage, stage_finished
 from cream.workflows.search import load_scorer, score_batch, search_feasible, search_supernet
 from cream.workflows.supernet import train_supernet
@@ -48,14 +50,16 @@ def space_search(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
             step_cfg = dataclasses.replace(cfg, space=space_cfg)
             trained = _supernet(step_cfg, step_dir / "supernet")
             record = measure_step(step_cfg, trained)
-            step_run = RunDir(step_dir)
+            step_run = RunDir(step_dir, write=run.write)  # under torchrun, rank 0 writes
             step_run.write_json("space.json", record["space"])
             step_run.write_json("et.json", record)
             for dim, trend in record["dimensions"].items():
-                plot_trend(dim, trend, step_dir / f"trend_{dim}.png")
+                if run.write:
+                    plot_trend(dim, trend, step_dir / f"trend_{dim}.png")
             moved = {d: t["next"] for d, t in record["dimensions"].items() if t["action"] != "keep"}
             step_run.write_json("summary.json", {"step": k, "E": record["E"], "T": record["T"], "ET": record["ET"],
                                                  "moved": moved, "next_space": record["next_space"]})
+            barrier(init_distributed(pick_device(cfg.train.device).type))  # the step's files exist for every rank
         done = json.loads((step_dir / "summary.json").read_text())
         steps.append(done)
         space_cfg = done["next_space"]
