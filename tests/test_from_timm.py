@@ -38,7 +38,7 @@ def test_largest_arch_is_the_model_and_subnets_extract_to_timm(vit, tmp_path):
         _, from_file = supernet_from_timm(fresh, weights=str(tmp_path / "vit.safetensors"))
         assert torch.allclose(from_file.eval()(x), expected, atol=1e-5, rtol=0)
         rng = random.Random(0)
-        for arch in [space.smallest()] + [space.sample(rng) for _ in range(3)]:
+        for arch in [space.smallest()] + [space.sample(rng) for _ in range(2)]:
             small = net.extract(arch).eval()
             assert type(small) is VisionTransformer
             assert torch.allclose(small(x), net(x, arch), atol=1e-5, rtol=0)

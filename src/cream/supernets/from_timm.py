@@ -39,8 +39,9 @@ def register_from_timm(cls: type, convert: Callable[..., tuple[Any, nn.Module]])
 
 
 def supernet_from_timm(model: nn.Module, weights: str | None = None, **choices: Any) -> tuple[Any, nn.Module]:
-    """(space, supernet) of a timm model whose largest arch reproduces `model` (weights from `weights`, a file,
-    if given, else the module's own). `choices` replace the default choices of the family's dimensions."""
+    """(space, supernet) of a timm model whose largest arch reproduces `model`: with the weights of `weights`
+    (a file, loaded into `model` first) if given, else the module's own. `choices` replace the default choices
+    of the family's dimensions."""
     if weights is not None:
         from cream.weights import load_weights
 
