@@ -156,6 +156,17 @@ CASES = [
     ("distill-teacher-kind", ["distill-store", "--out", "{tmp}/store", "--set", "distill.teacher.kind=nope"],
      "distill.teacher.kind"),
     ("distill-no-out", ["distill-store"], "--out"),
+    # cream space-search: the space, the space_search section, and resuming
+    ("space-search-no-space", ["space-search"], "config key 'space' is empty"),
+    ("space-search-dimension", ["space-search", PRESET, "--set", "space_search.dimensions=[width]"],
+     "space_search.dimensions"),
+    ("space-search-no-contract", ["space-search", PRESET, "--set", "space={preset: nb201}"], "with_dimensions"),
+    ("space-search-bounds", ["space-search", PRESET, "--set", "space_search.bounds={depth: [5, 2]}"],
+     "space_search.bounds.depth"),
+    ("space-search-evolution-budget", ["space-search", PRESET, "--set", "space_search.evolution={budget: 3}"],
+     "space_search.evolution.budget"),
+    ("space-search-update", ["space-search", PRESET, "--set", "space_search.update=jump"], "space_search.update"),
+    ("space-search-resume-missing", ["space-search", "--resume", "{ws}/empty"], "no config.yaml"),
 ]
 if not CUDA:
     CASES += [

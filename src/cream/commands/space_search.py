@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cream.workflows.space_search import space_search
+    from cream.workflows.space_search import check_space_search, space_search
 
-    cfg, run = load_run_config(args)
+    cfg, run = load_run_config(args, check=check_space_search)
     print_summary(args, space_search(cfg, run), run.path)
     return 0

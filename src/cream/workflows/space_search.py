@@ -26,6 +26,7 @@ from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.search.space_search import SpaceMeasure, evolvable, evolve_step
 from cream.spaces import get_space
+from cream.spaces.base import EvolvableSpace
 from cream.train.distributed import barrier, init_distributed
 from cream.train.engine import pick_device
 from cream.workflows.pipeline import open_stage, stage_finished
@@ -38,10 +39,7 @@ def space_search(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     from cream.report.plots import plot_trend
 
     start = time.perf_counter()
-    if not cfg.space:
-        raise ConfigError("config key 'space' is empty; a space search needs one, e.g. space: {family: vit, ...}")
-    first = evolvable(get_space(dict(cfg.space)), cfg.space_search.dimensions)  # bad input fails before training
-    search_feasible(cfg.search, first)
+    first = check_space_search(cfg)
     run.write_yaml("config.yaml", to_dict(cfg))  # a resumed run records its --set keys that do not change results
     space_cfg, steps = dict(cfg.space), []
     for k in range(cfg.space_search.steps):
@@ -82,6 +80,16 @@ def space_search(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     write_report(run, summary, ["Steps: `steps/<k>/` (space.json, et.json, trend_*.png); "
                                 "the evolved space's supernet and search: `final/`."])
     return summary
+
+
+def check_space_search(cfg: RunConfig) -> EvolvableSpace:
+    """The configured space, if a space search can move it and the search limits fit it (one-line errors,
+    before any training)."""
+    if not cfg.space:
+        raise ConfigError("config key 'space' is empty; a space search needs one, e.g. space: {family: vit, ...}")
+    space = evolvable(get_space(dict(cfg.space)), cfg.space_search.dimensions)
+    search_feasible(cfg.search, space)
+    return space
 
 
 def measure_step(cfg: RunConfig, supernet_run: Path) -> dict[str, Any]:
