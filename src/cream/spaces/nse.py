@@ -319,13 +319,16 @@ class NseSpace:
 
     def evolve(self, front: Sequence[Arch]) -> NseSpace:
         """The next round's space: each cell keeps the ops the Pareto `front` uses there and fills up to
-        `active_size` from its pending queue."""
+        `active_size` from its pending queue. A transition cell left with nothing (an empty front and an
+        empty queue) keeps its current ops, where the original would fail."""
         used = [sorted({o for arch in front for o in self.validate(arch)["cells"][c]}) for c in range(len(self.kinds))]
         active, pending = [], []
         for c, keep in enumerate(used):
             take = max(0, self.active_size - len(keep))
             active.append(keep + list(self.pending[c][:take]))
             pending.append(list(self.pending[c][take:]))
+            if not active[c] and self.kinds[c] != RESIDUAL:
+                active[c] = list(self.active[c])
         return self._with(active=active, pending=pending, keep=used)
 
     def _with(self, **state: Any) -> NseSpace:
@@ -360,7 +363,9 @@ def compact(space: NseSpace, arch: Arch) -> tuple[list[int], list[list[int]]]:
             run = 0
         if ops:
             out.append(ops)
-    return [*depths, run], out
+    if len(depths) < LAYOUTS[space.layout][1]:  # NR: the last run follows the last transition
+        depths.append(run)
+    return depths, out
 
 
 def from_config(**cfg: Any) -> NseSpace:
