@@ -156,6 +156,9 @@ CASES = [
     ("distill-teacher-kind", ["distill-store", "--out", "{tmp}/store", "--set", "distill.teacher.kind=nope"],
      "distill.teacher.kind"),
     ("distill-no-out", ["distill-store"], "--out"),
+    ("nse-strategy", ["nse", "--out", "{tmp}/out", "--set", "strategy.name=uniform"], "strategy.name"),
+    ("nse-band-drift", ["nse", "--out", "{tmp}/out", "--set", "space={family: nse, input_size: 16}",
+                        "--set", "strategy.name=nse"], "strategy.kwargs.band"),
 ]
 if not CUDA:
     CASES += [

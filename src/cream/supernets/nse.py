@@ -65,15 +65,16 @@ class NseSupernet(NseBody):
             x = y
         return self.head(x)
 
-    def derive(self) -> Arch:
-        """Each cell's ops with gate probability above 1/2 (a transition cell at least its most likely op)."""
+    def derive(self, active: Sequence[Sequence[int]] | None = None) -> Arch:
+        """Each cell's ops (of `active`, default the space's) with gate probability above 1/2; a transition
+        cell keeps at least its most likely op."""
         cells = []
-        for c, active in enumerate(self.space.active):
+        for c, ops in enumerate(self.space.active if active is None else active):
             a = self.alpha.detach()[c]
-            ops = [o for o in active if a[o] > 0]
-            if not ops and active and self.space.kinds[c] != RESIDUAL:
-                ops = [max(active, key=lambda o, a=a: float(a[o]))]
-            cells.append(sorted(ops))
+            keep = [o for o in ops if a[o] > 0]
+            if not keep and ops and self.space.kinds[c] != RESIDUAL:
+                keep = [max(ops, key=lambda o, a=a: float(a[o]))]
+            cells.append(sorted(keep))
         return {"cells": cells}
 
     def path_parameters(self, arch: Arch | None = None) -> list[nn.Parameter]:

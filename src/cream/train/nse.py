@@ -27,7 +27,6 @@ from torch import nn
 from cream.errors import ConfigError
 from cream.registry import MIXED
 from cream.spaces import get_space
-from cream.spaces.base import Arch
 from cream.spaces.nse import RESIDUAL, NseSpace, num_rounds
 from cream.train.strategy import OwnedOptimizer, Strategy, check_kwarg, is_int, is_number
 from cream.train.uniform import step_rng
@@ -216,21 +215,11 @@ class Nse(Strategy):
         return e.optimize(loss, "arch")
 
     # --- reporting and state -------------------------------------------------------------------
-    def derived(self) -> Arch:
-        """Each cell's active ops with gate probability above 1/2 (a transition cell: at least its best)."""
-        cells = []
-        for c, (ops, al) in enumerate(zip(self.space.active, self.active_alpha(), strict=True)):
-            keep = [o for o, a in zip(ops, al, strict=True) if a > 0]
-            if not keep and ops and self.space.kinds[c] != RESIDUAL:
-                keep = [ops[max(range(len(ops)), key=al.__getitem__)]]
-            cells.append(sorted(keep))
-        return {"cells": cells}
-
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         return {"space_archs": self.space.num_archs(), "active_ops": sum(map(len, self.space.active))}
 
     def eval_archs(self) -> list[tuple[str, Any]]:
-        return [("derived", self.derived())]
+        return [("derived", self.engine.model.derive(self.space.active))]
 
     def state_dict(self) -> dict[str, Any]:
         return {"space": self.space.to_config()}
