@@ -23,6 +23,7 @@ from cream.spaces.nse import OP_LISTS, NseSpace, compact, num_rounds
 from cream.supernets import build_supernet
 from cream.supernets.nse import two_sample_mix
 from cream.train.nse import Nse, config_prob, draw_pair, gate_probs, pair_weights
+from cream.weights import load_weights
 from cream.workflows.nse import band_samples, select_front
 
 _SCRIPT = Path(__file__).parents[1] / "benchmarks" / "fault_kills.py"
@@ -78,10 +79,12 @@ def test_tv_nse_4_prune_and_evolve():
     pruned = space.prune(alpha, -2.0)
     assert pruned.active[0] == (9, 13, 2, 20)  # 4 goes; 13 stays: the previous front uses it
     assert pruned.active[1] == (7, 8)  # a transition cell keeps two ops, whatever their gates
+    assert pruned.built == space.built == space.active  # the supernet keeps its shape while its space narrows
     front = [{"cells": [[9], [7], [0], [0], [0], [0], [0]]}, {"cells": [[20], [7, 8], [1], [0], [0], [0], [0]]}]
     evolved = pruned.evolve(front)
     assert evolved.active[0] == (9, 20, 5, 11, 0) and evolved.pending[0] == (1, 3) and evolved.keep[0] == (9, 20)
     assert evolved.active[1] == (7, 8, 1, 2, 3) and evolved.active[2] == (0, 1, 2, 3)
+    assert evolved.built == evolved.active  # the next round's supernet holds the new subsets
     assert get_space(json.loads(json.dumps(evolved.to_config()))) == evolved  # space.json round-trips the state
 
 
@@ -214,6 +217,8 @@ def test_two_rounds_write_the_evolved_space_each_round(nse_run):
         assert all(set(a) <= set(s) | set(p) for a, s, p in zip(trained.active, start.active, start.pending,
                                                               strict=True))
         assert get_space(json.loads((rdir / "start_space.json").read_text())) == start
+        net = build_supernet(trained, "mixed")  # the pruned space still loads the round's weights
+        load_weights(net, rdir / "supernet.safetensors")
         start = evolved
     assert json.loads((ref / "space.json").read_text()) == json.loads((ref / "round-1" / "space.json").read_text())
     summary = json.loads((ref / "summary.json").read_text())

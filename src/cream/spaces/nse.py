@@ -11,7 +11,9 @@ two runs of N cells). Widths after the stem's are scaled by `scale` and rounded 
 The space evolves: each cell has an *active* subset (the ops the supernet trains), a *pending*
 queue (ops still to come) and `keep` (the ops the latest Pareto front uses there, which pruning
 never removes). `prune` drops active ops whose gate logit fell below a threshold; `evolve` refills
-the active subsets from the pending queues after a round. The state is part of `to_config`, so a
+the active subsets from the pending queues after a round. `built` are the ops the round's supernet
+holds (its active ops when the round began): pruning and `restrict` narrow `active` only, so the
+supernet keeps its shape and a pruned space.json still loads the round's weights. The state is part of `to_config`, so a
 space.json rebuilds the evolved space exactly.
 
 An arch is `{"cells": [[op ids], ...]}`: per cell the sorted codes (positions in the op list) of
@@ -130,6 +132,7 @@ class NseSpace:
                  scale: float = 1.0, tail_channels: int = 1024, num_classes: int = 1000, input_size: int = 224,
                  active_size: int = 5, seed: int = 0, active: Sequence[Sequence[int]] | None = None,
                  pending: Sequence[Sequence[int]] | None = None, keep: Sequence[Sequence[int]] | None = None,
+                 built: Sequence[Sequence[int]] | None = None,
                  name: str = "nse") -> None:
         if isinstance(ops, str):
             if ops not in OP_LISTS:
@@ -170,13 +173,15 @@ class NseSpace:
         self.active = self._state("active", active, n)
         self.pending = self._state("pending", pending or [[] for _ in range(n)], n)
         self.keep = self._state("keep", keep or [[] for _ in range(n)], n)
+        self.built = self._state("built", self.active if built is None else built, n)
         for c in range(n):
             if self.kinds[c] != RESIDUAL and not self.active[c]:
                 raise ConfigError(f"space.active[{c}] is empty; a {self.kinds[c]} cell needs at least one op")
-            if set(self.active[c]) & set(self.pending[c]) or not set(self.keep[c]) <= set(self.active[c]):
-                raise ConfigError(f"space state of cell {c}: pending must not repeat active ops and keep must be "
-                                  f"a part of active (active {list(self.active[c])}, pending "
-                                  f"{list(self.pending[c])}, keep {list(self.keep[c])})")
+            if set(self.active[c]) & set(self.pending[c]) or not set(self.keep[c]) <= set(self.active[c]) \
+                    or not set(self.active[c]) <= set(self.built[c]):
+                raise ConfigError(f"space state of cell {c}: pending must not repeat active ops, keep must be a part "
+                                  f"of active and active of built (active {list(self.active[c])}, pending "
+                                  f"{list(self.pending[c])}, keep {list(self.keep[c])}, built {list(self.built[c])})")
 
     def _kinds(self) -> tuple[str, ...]:
         kinds: list[str] = []
@@ -329,7 +334,7 @@ class NseSpace:
             pending.append(list(self.pending[c][take:]))
             if not active[c] and self.kinds[c] != RESIDUAL:
                 active[c] = list(self.active[c])
-        return self._with(active=active, pending=pending, keep=used)
+        return self._with(active=active, pending=pending, keep=used, built=active)
 
     def _with(self, **state: Any) -> NseSpace:
         cfg = {**self.to_config(), **plain(state)}
@@ -342,7 +347,8 @@ class NseSpace:
                       "depths": self.depths, "widths": self.widths, "scale": self.scale,
                       "tail_channels": self.tail_channels, "num_classes": self.num_classes,
                       "input_size": self.input_size, "active_size": self.active_size, "seed": self.seed,
-                      "active": self.active, "pending": self.pending, "keep": self.keep})
+                      "active": self.active, "pending": self.pending, "keep": self.keep,
+                      "built": self.built})
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, NseSpace) and self.to_config() == other.to_config()

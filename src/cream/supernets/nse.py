@@ -1,4 +1,4 @@
-"""The NSE supernet: every cell holds one branch per op of its active subset, and gate logits α.
+"""The NSE supernet: every cell holds one branch per op the space built it with, and gate logits α.
 
 `set_arch({"cells": [[codes], ...]})` selects the branches the following forwards average (a
 multi-branch arch, not a single path). `forward_pair` is the α step's forward (spec §4.1): in each
@@ -34,7 +34,7 @@ class NseSupernet(NseBody):
     kind = MIXED
 
     def __init__(self, space: NseSpace) -> None:
-        super().__init__(space, space.active)
+        super().__init__(space, space.built)
         self.alpha = nn.Parameter(torch.zeros(len(space.kinds), len(space.ops)))
         self.arch: Arch = {"cells": [sorted(a) for a in space.active]}
 
