@@ -223,9 +223,18 @@ def test_two_rounds_write_the_evolved_space_each_round(nse_run):
     assert json.loads((ref / "space.json").read_text()) == json.loads((ref / "round-1" / "space.json").read_text())
     summary = json.loads((ref / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
-    # each round starts afresh: round 1's α starts at 0 and its weights are a new initialisation
-    metrics = [json.loads(line) for line in (ref / "round-1" / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[0]["step"] == 1
+    # each round starts afresh: a new engine (steps from 0) with a new learning-rate schedule
+    lrs = [[m["lr"] for m in map(json.loads, (ref / f"round-{r}" / "metrics.jsonl").read_text().splitlines())
+            if "lr" in m] for r in (0, 1)]
+    assert len(lrs[0]) == len(lrs[1]) == 5 and lrs[0] == lrs[1] and lrs[0][0] != lrs[0][-1]
+    # ... and α from 0: round 1's gates are non-zero only where round 1 had ops (Adam leaves the rest at 0),
+    # although round 0 moved gates of ops that round 1 no longer has
+    alphas = [load_file(ref / f"round-{r}" / "supernet.safetensors")["alpha"] for r in (0, 1)]
+    built = get_space(json.loads((ref / "round-1" / "start_space.json").read_text())).built
+    outside = torch.ones_like(alphas[1], dtype=torch.bool)
+    for c, ops in enumerate(built):
+        outside[c, list(ops)] = False
+    assert (alphas[1][outside] == 0).all() and (alphas[0][outside] != 0).any()
 
 
 def test_killed_nse_run_resumes_bit_identically(nse_run):

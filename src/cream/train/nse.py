@@ -206,6 +206,8 @@ class Nse(Strategy):
                 if r in resource:
                     resource[r] = resource[r] + qs * sum(costs[o][i] for o in s_ops) \
                         + qu * sum(costs[o][i] for o in u_ops)
+        if all(q is None for q in q_s):  # no cell has a choice left: α has nothing to learn
+            return None
         images, targets = e.next_batch("val")
         with e.autocast():
             logits = net.forward_pair(images, {"cells": sel}, {"cells": unsel}, q_s, q_u)
