@@ -4,6 +4,7 @@ published NSENets' counts, the supernet's extraction, and `cream nse` end to end
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import random
@@ -166,6 +167,47 @@ def test_band_sampling_draws_distinct_archs_in_the_band_and_extras_below_it():
     assert len(keys) == 25
     assert all(40_000 < space.cost(a)["macs"] < 60_000 for a in inside)
     assert all(30_000 < space.cost(a)["macs"] <= 40_000 for a in below)
+
+
+class _Engine:
+    """What `Nse.alpha_step` uses of the engine: the model, held-out batches, autocast, α's optimizer."""
+
+    def __init__(self, net, opt):
+        self.model, self.opt = net, opt
+        self.autocast = contextlib.nullcontext
+
+    def next_batch(self, split):
+        return torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+
+    def optimize(self, loss, name):
+        self.opt.zero_grad()
+        loss.backward(inputs=[self.model.alpha])
+        self.opt.step()
+        return loss.item()
+
+
+def test_alpha_steps_close_the_gates_of_costly_ops_under_a_strong_macs_penalty():
+    torch.manual_seed(0)
+    space = get_space({**TINY_SPACE, "input_size": 8})
+    net = build_supernet(space, "mixed")
+    nse = Nse(space, band={"drift": 1}, penalty={"macs": {"weight": 1e6, "power": 2, "target": 0}})
+    nse.engine = _Engine(net, torch.optim.Adam(net.arch_parameters(), lr=0.05, betas=(0.0, 0.999)))
+
+    def expected_macs() -> float:  # E[Σ gate · cost] under independent gates
+        p = gate_probs(net.alpha.detach())
+        return sum(float(p[c, o]) * space.op_costs(c)[o][1] for c, ops in enumerate(space.active) for o in ops)
+
+    before = expected_macs()
+    for step in range(10):
+        assert nse.alpha_step(step) > 0
+    assert expected_macs() < before * 0.9
+    alpha = net.alpha.detach()
+    moved = [float(alpha[c, o]) for c, ops in enumerate(space.active) for o in ops if alpha[c, o] != 0]
+    assert len(moved) > len(space.active) and sum(a < 0 for a in moved) > 2 * sum(a > 0 for a in moved)
+    inactive = torch.ones_like(net.alpha, dtype=torch.bool)
+    for c, ops in enumerate(space.active):
+        inactive[c, list(ops)] = False
+    assert (alpha[inactive] == 0).all()  # only the active ops' gates take part
 
 
 def test_bad_nse_parameters_are_one_line_errors():

@@ -20,6 +20,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
+from cream.errors import ConfigError
 from cream.registry import register_model_builder
 from cream.spaces.base import Arch
 from cream.spaces.nse import RESIDUAL, CellGeom, NseOp, NseSpace
@@ -118,8 +119,6 @@ class NseNet(NseBody):
 
 def build_nse(space: NseSpace, arch: Arch, **overrides: Any) -> NseNet:
     if overrides:
-        from cream.errors import ConfigError
-
         raise ConfigError(f"NSE models take no model.kwargs; got {sorted(overrides)}")
     return NseNet(space, arch)
 

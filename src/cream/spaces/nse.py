@@ -382,7 +382,7 @@ def from_config(**cfg: Any) -> NseSpace:
 
 
 def _preset(ops: str, **defaults: Any) -> Any:
-    return lambda **kw: NseSpace(**{"ops": ops, "name": f"{ops}", **defaults, **kw})
+    return lambda **kw: NseSpace(**{"ops": ops, "name": ops, **defaults, **kw})
 
 
 register_family("nse", from_config)

@@ -189,23 +189,23 @@ class Nse(Strategy):
         resource = {r: torch.tensor(float(fixed[r]), device=net.alpha.device) for r in self.penalty}
         sel, unsel, q_s, q_u = [], [], [], []
         for c, ops in enumerate(space.active):
+            if has_choice(space, c):
+                p = p_all[c, list(ops)]
+                g_s, g_u = draw_pair(p.tolist(), space.kinds[c] == RESIDUAL, rng)
+                qs, qu = pair_weights(p, g_s, g_u)
+                s_ops = sorted(o for o, g in zip(ops, g_s, strict=True) if g)
+                u_ops = sorted(o for o, g in zip(ops, g_u, strict=True) if g)
+            else:  # one configuration only: it runs, and counts in full
+                qs, qu, s_ops, u_ops = None, None, sorted(ops), sorted(ops)
+            sel.append(s_ops)
+            unsel.append(u_ops)
+            q_s.append(qs)
+            q_u.append(qu)
             costs = space.op_costs(c)
-            if not has_choice(space, c):
-                sel.append(list(ops)), unsel.append(list(ops)), q_s.append(None), q_u.append(None)
-                for i, r in enumerate(RESOURCES):
-                    if r in resource:
-                        resource[r] = resource[r] + sum(costs[o][i] for o in ops)
-                continue
-            p = p_all[c, list(ops)]
-            g_s, g_u = draw_pair(p.tolist(), space.kinds[c] == RESIDUAL, rng)
-            qs, qu = pair_weights(p, g_s, g_u)
-            s_ops = [o for o, g in zip(ops, g_s, strict=True) if g]
-            u_ops = [o for o, g in zip(ops, g_u, strict=True) if g]
-            sel.append(sorted(s_ops)), unsel.append(sorted(u_ops)), q_s.append(qs), q_u.append(qu)
             for i, r in enumerate(RESOURCES):
                 if r in resource:
-                    resource[r] = resource[r] + qs * sum(costs[o][i] for o in s_ops) \
-                        + qu * sum(costs[o][i] for o in u_ops)
+                    r_s, r_u = sum(costs[o][i] for o in s_ops), sum(costs[o][i] for o in u_ops)
+                    resource[r] = resource[r] + (r_s if qs is None else qs * r_s + qu * r_u)
         if all(q is None for q in q_s):  # no cell has a choice left: α has nothing to learn
             return None
         images, targets = e.next_batch("val")
