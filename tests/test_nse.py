@@ -263,6 +263,10 @@ def test_two_rounds_write_the_evolved_space_each_round(nse_run):
         load_weights(net, rdir / "supernet.safetensors")
         start = evolved
     assert json.loads((ref / "space.json").read_text()) == json.loads((ref / "round-1" / "space.json").read_text())
+    last = json.loads((ref / "front.json").read_text())
+    best = json.loads((ref / "arch.json").read_text())
+    assert best["arch"] in [p["arch"] for p in last] and best["score"] == max(p["top1"] for p in last)
+    assert get_space(best["space"]).validate(best["arch"]) == best["arch"]  # the evolved space holds it
     summary = json.loads((ref / "summary.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [0, 1]
     # each round starts afresh: a new engine (steps from 0) with a new learning-rate schedule
@@ -294,7 +298,8 @@ def test_killed_nse_run_resumes_bit_identically(nse_run):
         for name in ("space.json", "front.json", "trained_space.json", "metrics.jsonl"):
             assert (ref / f"round-{r}" / name).read_text() == (out / f"round-{r}" / name).read_text() or \
                 name == "metrics.jsonl" and _timeless(ref / f"round-{r}" / name) == _timeless(out / f"round-{r}" / name)
-    assert (ref / "space.json").read_text() == (out / "space.json").read_text()
+    for name in ("space.json", "front.json", "arch.json"):
+        assert (ref / name).read_text() == (out / name).read_text()
 
 
 def _timeless(path: Path) -> list[dict]:

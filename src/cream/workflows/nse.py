@@ -9,7 +9,8 @@ own warm-up + cosine schedule, optimizers, checkpoints and resume), then:
 3. takes the Pareto front of (cost, top-1): extras join the dominance test but are never kept,
    previous archs carry a 1e-10 handicap;
 4. evolves the space (`NseSpace.evolve`) and writes it as `round-<r>/space.json` and `space.json`.
-The next round builds a new supernet of the evolved space: weights and α start afresh.
+The next round builds a new supernet of the evolved space: weights and α start afresh. At the end,
+`arch.json` holds the last front's most accurate arch (`cream retrain --arch`, `cream export`).
 
 Why a workflow and not a strategy hook: a round restarts the learning-rate schedule and rebuilds
 the weights, α and both optimizers, i.e. everything the engine owns; one engine per round gets all
@@ -136,6 +137,10 @@ def run_nse(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     if run.write:
         run.write_json(SPACE_FILE, space.to_config())
         run.write_json("front.json", front)
+        if front:  # the front's most accurate arch, in `cream search`'s arch.json format (for retrain, export)
+            best = max(front, key=lambda p: (p["top1"], -p["cost"]))
+            run.write_json("arch.json", {"arch": best["arch"], "space": space.to_config(), "score": best["top1"],
+                                         "cost": space.cost(best["arch"]), "test_top1": None})
         run.write_json("summary.json", {k: v for k, v in result.items() if k != "front"})
         write_report(run, {k: v for k, v in result.items() if k not in ("front", "rounds")})
     return result
