@@ -167,6 +167,9 @@ CASES = [
      "space_search.evolution.budget"),
     ("space-search-update", ["space-search", PRESET, "--set", "space_search.update=jump"], "space_search.update"),
     ("space-search-resume-missing", ["space-search", "--resume", "{ws}/empty"], "no config.yaml"),
+    ("nse-strategy", ["nse", "--out", "{tmp}/out", "--set", "strategy.name=uniform"], "strategy.name"),
+    ("nse-band-drift", ["nse", "--out", "{tmp}/out", "--set", "space={family: nse, input_size: 16}",
+                        "--set", "strategy.name=nse"], "strategy.kwargs.band"),
 ]
 if not CUDA:
     CASES += [
