@@ -8,13 +8,14 @@ from cream.spaces.base import Space
 from cream.train.cream import Cream
 from cream.train.darts import Darts
 from cream.train.gdas import Gdas
+from cream.train.nse import Nse
 from cream.train.setn import Setn
 from cream.train.shrink import Shrink
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
 STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts,
-                                        "gdas": Gdas, "setn": Setn}
+                                         "gdas": Gdas, "setn": Setn, "nse": Nse}
 
 
 def supernet_kind(cfg: StrategyConfig) -> str:
