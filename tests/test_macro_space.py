@@ -12,6 +12,7 @@ from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 import cream
+from cream.config import RunConfig, load_config
 from cream.cost.measure import count_params, measure, measure_macs
 from cream.models import build_model
 from cream.models.mobilenet import make_block
@@ -40,6 +41,11 @@ def test_macro_config_is_the_issue_space():
     assert biased == ["classifier"]
     first = model.blocks[0][0]  # layer 1's ir_k5_e6: 32 -> 192 -> 64, stride 2, no residual
     assert first.conv_pw.out_channels == 192 and first.conv_dw.stride == (2, 2) and not first.has_skip
+
+
+def test_abs_recipe_holds_the_macro_space():
+    cfg = load_config(RunConfig, "configs/abs/supernet-macro-cifar10.yaml")
+    assert get_space(dict(cfg.space)) == get_space(MACRO) and cfg.strategy.name == "abs"
 
 
 def test_issue_example_costs():
