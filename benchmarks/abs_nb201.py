@@ -46,7 +46,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--children", type=int, default=30)
-    ap.add_argument("--drops", type=int, default=3)
+    ap.add_argument("--drops", type=int, default=3, help="ops dropped per step by the sampled methods")
+    ap.add_argument("--angle-drops", type=int, default=1, help="ops dropped per step by exhaustive `angle`")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bn-recal-images", type=int, default=64)
     ap.add_argument("--eval-images", type=int, default=250)
     ap.add_argument("--rea-seeds", type=int, default=20)
@@ -68,6 +70,7 @@ def main() -> None:
     targets = {"10pct": TOTAL // 10, "1pct": TOTAL // 100}
 
     overrides = [f"data.root={args.archive}", f"data.train_per_class={args.per_class}", f"train.epochs={args.epochs}",
+                 f"train.threads={args.threads}",
                  "strategy.name=abs", f"strategy.kwargs={{first_epochs: {args.epochs + 1}, rebase: false}}",
                  f"search.bn_recal_images={args.bn_recal_images}", f"search.eval_images={args.eval_images}"]
     cfg = load_config(RunConfig, CONFIG, overrides)
@@ -131,7 +134,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     results: dict[str, list[dict[str, NB201Space]]] = {
-        "angle": [shrink(lambda s: score_ops(s, stats.angle, random.Random(0)), 1)]}
+        "angle": [shrink(lambda s: score_ops(s, stats.angle, random.Random(0)), args.angle_drops)]}
     for name, make in (("angle_sampled", lambda r: sampled(stats.angle, r)),
                        ("accuracy", lambda r: sampled(accuracy, r)), ("random", random_scores)):
         results[name] = [shrink(make(random.Random(f"abs-bench:{seed}")), args.drops if name != "random" else 1)
@@ -165,6 +168,7 @@ def main() -> None:
         "protocol": {"config": str(CONFIG.relative_to(REPO)), "train_per_class": args.per_class,
                      "epochs": args.epochs, "steps": summary["steps"], "seeds": args.seeds,
                      "children_per_step": args.children, "drops_per_step": args.drops,
+                     "angle_drops_per_step": args.angle_drops,
                      "bn_recal_images": args.bn_recal_images, "eval_images": args.eval_images,
                      "rea": {"population": 10, "sample": 3, "seeds": args.rea_seeds,
                              "search": "cifar10_val_12ep", "report": "cifar10_test_200ep"},

@@ -116,6 +116,10 @@ class PathVectors:
             return re.compile(rf"blocks\.{idx[0]}\.{idx[1]}\.{re.escape(op)}\.")
         return re.compile(rf"cells\.\d+\.edges\.{idx[0]}\.{re.escape(op)}\.")
 
+    def all_parts(self) -> list[Hashable]:
+        """Every part any child of the space can hold."""
+        return [*self._names, *self._pools]
+
     def parts(self, arch: Arch) -> Counter:
         """How often each part occurs in `arch`'s vector (insertion order = vector order)."""
         out: Counter = Counter({FIXED: 1})
@@ -152,7 +156,7 @@ class PartStats:
     def __init__(self, vectors: PathVectors, base: Mapping[str, Tensor]) -> None:
         self.vectors, self.stats = vectors, {}
         with torch.no_grad():
-            for part in [*vectors._names, *vectors._pools]:
+            for part in vectors.all_parts():
                 dot = n0 = nt = 0.0
                 for w0, wt in zip(vectors.tensors(part, base), vectors.tensors(part), strict=True):
                     a, b = w0.double().reshape(-1), wt.detach().double().cpu().reshape(-1)
