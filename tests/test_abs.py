@@ -205,3 +205,12 @@ def test_search_runs_in_the_shrunk_space(shrunk, tmp_path):
                  "--set", "search.budget=5", "--set", "search.eval_images=50", "--set", "search.test_top_k=1"]) == 0
     records = json.loads((out / "search.json").read_text())["records"]
     assert records and all(narrow.validate(r["arch"]) == r["arch"] for r in records)
+
+
+def test_schedules_stages_and_rebase_step():
+    space = get_space("configs/spos/macro-cifar10.yaml")
+    spos, fair = Abs(space), Abs(space, schedule="fairnas")
+    assert [e for e in range(120) if spos.stage_ends(e)] == [99, 104, 109, 114, 119]
+    assert spos.cfg["drop_rule"] == "global" and spos.step_drops == 7 and spos.cfg["random_depth"]
+    assert fair.cfg["drop_rule"] == "per_layer" and fair.step_drops == 8 and not fair.cfg["random_depth"]
+    assert Abs(space, first_epochs=3, later_epochs=2).stage_ends(2) and not Abs(space, first_epochs=3).stage_ends(3)
