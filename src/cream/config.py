@@ -136,7 +136,7 @@ class TrainConfig:
 class StrategyConfig:
     """How a supernet is trained (see docs/strategies.md for each strategy's parameters)."""
 
-    name: str = option("uniform", choices=["uniform", "cream", "shrink", "darts"])
+    name: str = option("uniform", choices=["uniform", "cream", "shrink", "darts", "ensemble", "ensemble_shrink"])
     kwargs: dict = option({}, doc="strategy parameters")
 
 
