@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import pytest
 import torch
 from conftest import TINY_CREAM
+from safetensors.torch import load_file
 
 from cream.cli import main
+from cream.config import RunConfig, load_config
 from cream.cost import measure
 from cream.errors import ArchError, ConfigError
-from cream.models import build_model
+from cream.models import build_model, load_exported
 from cream.models.ensemble import member_loss
 from cream.profiling import profile
+from cream.run_dir import RunDir
 from cream.spaces import get_space
 from cream.spaces.neas import PUBLISHED, arch_from_neas_encoding, neas_encoding, published
 from cream.supernets import build_supernet
+from cream.train.checkpoint import list_checkpoints, load
 from cream.train.ensemble import drop_lowest, ensemble_metrics
+from cream.weights import load_weights
+from cream.workflows.supernet import train_supernet
 
 TINY = {"family": "ensemble", "member": TINY_CREAM, "members": 2}
 
@@ -142,7 +149,7 @@ def test_the_trunk_gradient_is_divided_by_k():
 
 SUPERNET = ["--set", f"space={json.dumps(TINY)}", "--set", "data.train_per_class=12", "--set", "data.image_size=16",
             "--set", "train.threads=1", "--set", "data.batch_size=10", "--set", "train.epochs=2",
-            "--set", "strategy.name=ensemble_shrink",
+            "--set", "train.deterministic=true", "--set", "strategy.name=ensemble_shrink",
             "--set", "strategy.kwargs={warmup_epochs: 0, samples: 1, drops: 2, val_batches: 1}"]
 
 
@@ -153,6 +160,19 @@ def test_supernet_shrink_search_retrain_end_to_end(tmp_path, capsys):
     assert len(dropped) == 4 and {d["epoch"] for d in dropped} == {0, 1}
     narrow = get_space(json.loads((run / "space.json").read_text()))
     assert narrow.num_archs() < get_space(TINY).num_archs()
+
+    # Resumed from the end of epoch 0 (the space after the first drops is in the checkpoint), epoch 1 is the same.
+    again = tmp_path / "again"
+    shutil.copytree(run, again)
+    last = list_checkpoints(again / "checkpoints")[-1]
+    assert get_space(load(last)["strategy"]["space"]) == narrow
+    last.unlink()
+    (again / "supernet.safetensors").unlink()
+    resumed = RunDir.create(str(again), "supernet", resume=True)
+    train_supernet(load_config(RunConfig, resumed.file("config.yaml")), resumed, resume=True)
+    a, b = load_file(run / "supernet.safetensors"), load_file(again / "supernet.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (run / "shrink.json").read_text() == (again / "shrink.json").read_text()
 
     search = tmp_path / "search"
     limit = 1_100_000
@@ -170,3 +190,10 @@ def test_supernet_shrink_search_retrain_end_to_end(tmp_path, capsys):
                  "--set", "train.threads=1"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "arch" and 0 <= summary["test_top1"] <= 1
+
+    exported = tmp_path / "ensemble.safetensors"
+    assert main(["export", str(retrain), "--out", str(exported)]) == 0
+    model, x = load_exported(exported).eval(), torch.randn(2, 3, 16, 16)
+    retrained = build_model(narrow, found["arch"]).eval()
+    load_weights(retrained, retrain / "model.safetensors")
+    assert torch.equal(model(x), retrained(x))
