@@ -121,7 +121,7 @@ def test_supernet_extracts_ensembles_with_equal_outputs_and_counted_costs(heads)
     space = get_space({**TINY, "members": 3})
     net = build_supernet(space, heads=heads)
     rng, x = random.Random(1), torch.randn(2, 3, 32, 32)
-    for _ in range(3):
+    for _ in range(2):
         arch = space.sample(rng)
         net.set_arch(arch)
         net.train()
@@ -147,8 +147,9 @@ def test_the_trunk_gradient_is_divided_by_k():
     assert torch.allclose(with_div * 2, net.trunk.conv_stem.weight.grad, rtol=1e-4, atol=1e-7)
 
 
-SUPERNET = ["--set", f"space={json.dumps(TINY)}", "--set", "data.train_per_class=12", "--set", "data.image_size=16",
-            "--set", "train.threads=1", "--set", "data.batch_size=10", "--set", "train.epochs=2",
+DATA = ["--set", "data.test_per_class=10", "--set", "data.image_size=16", "--set", "train.threads=1"]
+SUPERNET = [*DATA, "--set", f"space={json.dumps(TINY)}", "--set", "data.train_per_class=12",
+            "--set", "data.batch_size=10", "--set", "train.epochs=2",
             "--set", "train.deterministic=true", "--set", "strategy.name=ensemble_shrink",
             "--set", "strategy.kwargs={warmup_epochs: 0, samples: 1, drops: 2, val_batches: 1}"]
 
@@ -186,10 +187,10 @@ def test_supernet_shrink_search_retrain_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     retrain = tmp_path / "retrain"
     assert main(["retrain", "--out", str(retrain), "--arch", str(search / "arch.json"), "--json",
-                 "--set", "train.max_steps=3", "--set", "data.train_per_class=20", "--set", "data.image_size=16",
-                 "--set", "train.threads=1"]) == 0
+                 "--set", "train.max_steps=3", "--set", "data.train_per_class=20", *DATA]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "arch" and 0 <= summary["test_top1"] <= 1
+    assert len(summary["test_member_top1"]) == 2 and 0 <= summary["test_disagreement"] <= 1
 
     exported = tmp_path / "ensemble.safetensors"
     assert main(["export", str(retrain), "--out", str(exported)]) == 0

@@ -21,13 +21,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
+from cream.data import eval_loader
 from cream.errors import ConfigError
 from cream.models.ensemble import member_loss
 from cream.spaces import get_space
 from cream.spaces.base import Arch, Space
 from cream.spaces.ensemble import EnsembleSpace
-from cream.train.distributed import all_sum
+from cream.train.distributed import Dist, all_sum
 from cream.train.strategy import Strategy, check_kwarg, is_int, is_number
 from cream.train.uniform import Uniform, step_rng
 
@@ -43,6 +45,25 @@ def ensemble_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, A
     disagreement = sum(float((pred[i] != pred[j]).float().mean()) for i, j in pairs) / max(len(pairs), 1)
     return {"member_top1": [float((p == targets).float().mean()) for p in pred], "prediction": ensemble.tolist(),
             "top1": float((ensemble == targets).float().mean()), "disagreement": disagreement}
+
+
+@torch.no_grad()
+def evaluate_members(model: nn.Module, data: Dataset, *, batch_size: int = 256, device: torch.device | None = None,
+                     dist: Dist | None = None, workers: int = 0) -> dict[str, Any]:
+    """Of an ensemble (`model(x, members=True)`) on `data`: each member's top-1, the mean-logit top-1 and the
+    disagreement of `ensemble_metrics`, over the whole dataset (summed over ranks)."""
+    dist = dist or Dist()
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums: list[float] = []
+    for images, targets in eval_loader(data, batch_size, rank=dist.rank, world=dist.world, workers=workers):
+        m = ensemble_metrics(model(images.to(device), members=True).float(), targets.to(device))
+        row = [x * len(targets) for x in (*m["member_top1"], m["top1"], m["disagreement"])] + [float(len(targets))]
+        sums = row if not sums else [a + b for a, b in zip(sums, row, strict=True)]
+    model.train(was_training)
+    *tops, top1, disagreement, n = all_sum(sums, device, dist)
+    return {"member_top1": [t / n for t in tops], "top1": top1 / n, "disagreement": disagreement / n}
 
 
 class MemberLoss(Strategy):

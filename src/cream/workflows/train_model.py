@@ -25,7 +25,7 @@ from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
 from cream.train.distributed import barrier
 from cream.train.engine import Engine, pick_device, seed_everything
-from cream.train.ensemble import MemberLoss
+from cream.train.ensemble import MemberLoss, evaluate_members
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
 from cream.workflows.distill import distill_strategy
@@ -78,6 +78,10 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     if engine.ema is not None:
         ema = engine.evaluate(splits.test, engine.ema.module)
         summary["test_top1_ema"] = ema["top1"]
+    if isinstance(engine.model, EnsembleNet):  # each member alone, and how often members disagree
+        members = evaluate_members(engine.model, splits.test, batch_size=cfg.data.eval_batch_size, dist=engine.dist,
+                                   workers=cfg.data.workers)
+        summary["test_member_top1"], summary["test_disagreement"] = members["member_top1"], members["disagreement"]
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if engine.dist.is_main:
         save_weights(engine.model, run.file("model.safetensors"))
