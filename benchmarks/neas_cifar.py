@@ -7,8 +7,9 @@ K-path training with the per-member loss, `strategy.name=ensemble`), run the sam
 the same recipe from scratch for each seed (the ensemble with the sum of member losses). Prints one
 JSON object: per side the arch, its MACs/params, and test top-1 per seed.
 
-Sized for a 2-core CPU (~25 min with the two sides in parallel): 200 train images per class, 16 px, a
-few epochs. The accuracies are far from CIFAR-10's usual numbers; the comparison, not the level, is the point.
+Sized for a 2-core CPU (31 min with the two sides in parallel on the heavily shared machine): 200 train
+images per class, 16 px, a few epochs. The accuracies are far from CIFAR-10's usual numbers; the
+comparison, not the level, is the point.
 
     python benchmarks/neas_cifar.py [--seeds 3] [--out runs/bench-neas]
     python benchmarks/neas_cifar.py --side single & python benchmarks/neas_cifar.py --side ensemble  # in parallel
