@@ -8,12 +8,13 @@ from cream.spaces.base import Space
 from cream.train.cream import Cream
 from cream.train.darts import Darts
 from cream.train.ensemble import DiversityShrink, EnsembleUniform
+from cream.train.nse import Nse
 from cream.train.shrink import Shrink
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
 STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts,
-                                         "ensemble": EnsembleUniform, "ensemble_shrink": DiversityShrink}
+                                         "nse": Nse, "ensemble": EnsembleUniform, "ensemble_shrink": DiversityShrink}
 
 
 def supernet_kind(cfg: StrategyConfig) -> str:
