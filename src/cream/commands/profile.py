@@ -35,5 +35,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.model}: {result['params'] / 1e6:.3f}M parameters, {result['macs'] / 1e6:.1f}M multiply-adds")
+        reported = "".join(f", {v / 1e6:.1f}M {k}" for k, v in result.items() if k.startswith("macs_"))
+        print(f"{args.model}: {result['params'] / 1e6:.3f}M parameters, {result['macs'] / 1e6:.1f}M multiply-adds"
+              f"{reported}")
     return 0

@@ -8,6 +8,7 @@ from cream.spaces.base import Space
 from cream.train.abs import Abs
 from cream.train.cream import Cream
 from cream.train.darts import Darts
+from cream.train.ensemble import DiversityShrink, EnsembleUniform
 from cream.train.gdas import Gdas
 from cream.train.nse import Nse
 from cream.train.setn import Setn
@@ -16,7 +17,8 @@ from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
 STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts,
-                                         "gdas": Gdas, "setn": Setn, "nse": Nse, "abs": Abs}
+                                         "gdas": Gdas, "setn": Setn, "nse": Nse, "abs": Abs,
+                                         "ensemble": EnsembleUniform, "ensemble_shrink": DiversityShrink}
 
 
 def supernet_kind(cfg: StrategyConfig) -> str:

@@ -18,12 +18,14 @@ from torch.utils.data import Dataset
 from cream.config import RunConfig, to_dict, with_space_classes
 from cream.data import build_splits
 from cream.models import build_model
+from cream.models.ensemble import EnsembleNet
 from cream.profiling import create_model
 from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.train import checkpoint as ckpt
 from cream.train.distributed import barrier
 from cream.train.engine import Engine, pick_device, seed_everything
+from cream.train.ensemble import MemberLoss, evaluate_members
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
 from cream.workflows.distill import distill_strategy
@@ -60,7 +62,10 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     resume = ckpt.continues(run, resume)
     # A resumed run restores every weight from its checkpoint: the supernet in `init` is not read again.
     model = configured_model(cfg, splits.num_classes, inherit=not resume, train=splits.train)
-    engine = Engine(cfg, model, splits, run, distill_strategy(cfg, splits))
+    strategy = distill_strategy(cfg, splits)
+    if strategy is None and isinstance(model, EnsembleNet):  # NEAS: one loss per member, summed
+        strategy = MemberLoss()
+    engine = Engine(cfg, model, splits, run, strategy)
     if engine.dist.is_main:  # a resumed run records the --set keys that do not change results
         run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))
     if resume:
@@ -73,6 +78,10 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     if engine.ema is not None:
         ema = engine.evaluate(splits.test, engine.ema.module)
         summary["test_top1_ema"] = ema["top1"]
+    if isinstance(engine.model, EnsembleNet):  # each member alone, and how often members disagree
+        members = evaluate_members(engine.model, splits.test, batch_size=cfg.data.eval_batch_size, dist=engine.dist,
+                                   workers=cfg.data.workers)
+        summary["test_member_top1"], summary["test_disagreement"] = members["member_top1"], members["disagreement"]
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if engine.dist.is_main:
         save_weights(engine.model, run.file("model.safetensors"))

@@ -78,3 +78,13 @@ def fixed_macs(cfg: MobileNetConfig, geometry: list[LayerGeom], convention: str)
     if convention == "ptflops":
         macs += 2 * h_stem * cfg.stem_channels + cfg.head_channels * cfg.num_classes
     return macs
+
+
+def stem_cost(cfg: MobileNetConfig, convention: str) -> tuple[int, int]:
+    """(params, macs) of the stem alone (conv 3x3 + BN + activation): part of `fixed_params`/`fixed_macs`,
+    for ensembles whose members share the stem but not the head."""
+    h_stem = conv_out(cfg.input_size, 3, cfg.stem_stride) ** 2
+    macs = h_stem * 27 * cfg.stem_channels
+    if convention != "plain":
+        macs += h_stem * cfg.stem_channels * ((1 if uses_relu(cfg) else 0) + (2 if convention == "ptflops" else 0))
+    return 9 * 3 * cfg.stem_channels + 2 * cfg.stem_channels, macs
