@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 from timm.models.swin_transformer import SwinTransformer
 
 from cream import registry
@@ -104,10 +105,12 @@ def test_space_contract_round_trips_and_moves_ranges():
         space.validate({**SHIFTED, "num_heads": [2, 7, 3, 4]})
 
 
-def test_timm_swin_tiny_becomes_a_supernet_and_searches_under_60_percent_macs():
+def test_timm_swin_tiny_from_a_weights_file_becomes_a_supernet_and_searches_under_60_percent_macs(tmp_path):
     torch.manual_seed(0)
     original = timm.create_model("swin_tiny_patch4_window7_224", weight_init="skip").eval()  # PyTorch's init
-    space, net = registry.FROM_TIMM["SwinTransformer"](original)
+    save_file(original.state_dict(), tmp_path / "swin_t.safetensors")
+    space, net = swin_from_timm("swin_tiny_patch4_window7_224", weights=tmp_path / "swin_t.safetensors")
+    net.eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         reference = original(x)
@@ -123,6 +126,17 @@ def test_timm_swin_tiny_becomes_a_supernet_and_searches_under_60_percent_macs():
     result = search("random", space, agreement, feasible=cost_window(space, {"macs": (0, limit)}), budget=2)
     small = net.extract(result.best["arch"]).eval()
     assert type(small) is SwinTransformer and measure_macs(small, (3, 224, 224)) <= limit
+
+
+def test_any_timm_swin_module_is_registered_for_supernet_from_timm():
+    torch.manual_seed(0)
+    original = SwinTransformer(img_size=32, patch_size=2, embed_dim=16, depths=(2, 1, 1, 1), num_heads=(2, 2, 4, 4),
+                               head_dim=8, window_size=(4, 4, 4, 2), num_classes=10).eval()
+    space, net = registry.FROM_TIMM["SwinTransformer"](original, width_fractions=(0.5, 1.0))
+    assert space.dimensions()["stage2.embed_dim"] == [16, 32] and space.dimensions()["stage1.depth"] == [1, 2]
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net.eval()(x), original(x), atol=1e-5, rtol=0)
     with pytest.raises(CreamError, match="SwinTransformer"):
         swin_from_timm(torch.nn.Linear(2, 2))
 

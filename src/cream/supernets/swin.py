@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
@@ -29,6 +31,7 @@ from cream.registry import SINGLE_PATH, register_from_timm, register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.swin import SwinSpace, swin_space
 from cream.supernets.base import arch_selected
+from cream.weights import load_weights
 
 
 class ElasticMlp(nn.Module):
@@ -293,16 +296,29 @@ def swin_space_of(model: SwinTransformer, name: str = "timm-swin", depth_fractio
                       num_classes=model.num_classes, head_dim=head_dims.pop())
 
 
-def swin_from_timm(model: SwinTransformer, **space_kwargs: Any) -> tuple[SwinSpace, SwinSupernet]:
+def swin_from_timm(model: SwinTransformer | str, weights: str | Path | None = None,
+                   **space_kwargs: Any) -> tuple[SwinSpace, SwinSupernet]:
     """`(space, supernet)` where the supernet's largest arch is `model`, weights included (outputs equal).
 
-    `space_kwargs` go to `swin_space_of` (the choice fractions). The model's MLP widths must be int(C·r)
-    of a ratio the space stores exactly (true of every timm Swin).
+    `model` is a timm `SwinTransformer` or a timm model name (built by `timm.create_model`); `weights`,
+    a safetensors or torch file in timm's layout, is loaded into it first. `space_kwargs` go to
+    `swin_space_of` (the choice fractions).
     """
+    if isinstance(model, str):
+        try:
+            model = timm.create_model(model, **({"weight_init": "skip"} if weights else {}))
+        except RuntimeError as e:
+            raise CreamError(f"timm model {model!r} cannot be built: {str(e).splitlines()[0]}") from None
+    if weights is not None:
+        if not isinstance(model, nn.Module):
+            raise CreamError(f"swin_from_timm needs a timm SwinTransformer or its name, got {type(model).__name__}")
+        load_weights(model, Path(weights))
     space = swin_space_of(model, **space_kwargs)
-    supernet = SwinSupernet(space)
+    with torch.device("meta"):  # no initialisation: every tensor comes from the model
+        supernet = SwinSupernet(space)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
-        supernet.load_state_dict(model.state_dict(), strict=True)
+        supernet.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as e:
         raise CreamError(f"the timm Swin's weights do not fit its supernet: {str(e).splitlines()[0]}") from None
     return space, supernet.train(model.training).to(next(model.parameters()).device)
