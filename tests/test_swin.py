@@ -69,6 +69,7 @@ def test_supernet_trains_on_an_arch_path_only():
     assert grads <= used and net.layers[1].blocks[1].mlp.fc1.weight.grad is None
     table = net.layers[0].blocks[0].attn.relative_position_bias_table  # super window 8, active 4, 2 of 2 heads
     assert table.grad[(15 * 4 + 4)].abs().sum() > 0 and table.grad[0].abs().sum() == 0
+    assert "layers.0.blocks.0.attn.relative_position_bias_table" in net.no_weight_decay()  # as timm's Swin
 
 
 @pytest.mark.parametrize("key", ["tiny", "small", "base"])
