@@ -9,7 +9,7 @@ optimizer) are timed round-robin in one process in process CPU seconds (the mach
 median over repeats, one thread by default. Goals: supernet / extracted ≤ 1.05 eval and ≤ 1.08
 train; extracted / timm ≤ 1.02.
 
-    PYTHONPATH=src python benchmarks/swin_supernet.py [--batch 8] [--repeats 7] [--shapes s3t narrow]
+    PYTHONPATH=src python benchmarks/swin_supernet.py [--batch 8] [--repeats 7] [--shapes s3t narrow] [--modes eval]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     nn.functional.cross_entropy(model(x), y).backward()
 
 
-def bench_shape(shape: str, batch: int, repeats: int, stat) -> dict:
+def bench_shape(shape: str, batch: int, repeats: int, stat, modes: list[str]) -> dict:
     space, arch = get_space("autoformerv2-tiny"), SHAPES[shape]
     torch.manual_seed(0)
     supernet = build_supernet(space)
@@ -61,7 +61,7 @@ def bench_shape(shape: str, batch: int, repeats: int, stat) -> dict:
                 mod.drop_prob = 0.0
     x, y = torch.randn(batch, 3, 224, 224), torch.randint(0, 1000, (batch,))
     out = {"arch": json.dumps(arch)}
-    for mode in ("eval", "train"):
+    for mode in modes:
         for m in models.values():
             m.train(mode == "train")
         step = partial(_eval_step, x=x) if mode == "eval" else partial(_train_step, x=x, y=y)
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--stat", choices=["median", "min"], default="median")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--modes", nargs="+", default=["eval", "train"], choices=["eval", "train"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = {"benchmark": "swin_supernet", "torch": torch.__version__, "timm": timm.__version__,
@@ -88,7 +89,7 @@ def main() -> None:
                         "train = forward + cross-entropy + backward"}
     stat = {"median": statistics.median, "min": min}[args.stat]
     for shape in args.shapes:
-        result[shape] = bench_shape(shape, args.batch, args.repeats, stat)
+        result[shape] = bench_shape(shape, args.batch, args.repeats, stat, args.modes)
         print(json.dumps({shape: result[shape]}), flush=True)
     print(json.dumps(result, indent=1))
 
