@@ -66,6 +66,8 @@ class SwinSpace:
     m_prob: float = 0.2  # mutation: redraw each stage's value of each dimension with this probability
 
     def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"space.img_size = {self.img_size} must be a multiple of patch_size {self.patch_size}")
         stages = None
         for dim in DIMS:
             name, cast = FIELDS[dim], _cast(dim)
@@ -110,8 +112,6 @@ class SwinSpace:
                 raise ConfigError(f"space.{field} = {list(value)} must give each of the {stages} stages a value at "
                                   f"least its largest choice {list(largest)}")
             object.__setattr__(self, field, value)
-        if self.img_size % self.patch_size:
-            raise ConfigError(f"space.img_size = {self.img_size} must be a multiple of patch_size {self.patch_size}")
         if not 0.0 <= self.m_prob <= 1.0:
             raise ConfigError(f"space.m_prob = {self.m_prob} must lie in [0, 1]")
 
