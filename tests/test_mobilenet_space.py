@@ -158,9 +158,13 @@ def test_arch_validation_errors_name_field_value_and_choices():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="'skip'.*changes the stride or width"):
-        stage = {"channels": 32, "stride": 2, "ops": ["skip", "ir_k3_e3"]}
-        get_space({"family": "mobilenet", "stages": [stage]})
+    with pytest.raises(ConfigError, match=r"space.head_style = 'v2' is not allowed"):
+        get_space({"family": "mobilenet", "head": {"style": "v2"}, "stages": [{"channels": 16, "ops": ["ir_k3_e3"]}]})
+    with pytest.raises(ConfigError, match=r"space.expand_round = 'up' is not allowed"):
+        get_space({"family": "mobilenet", "expand_round": "up", "stages": [{"channels": 16, "ops": ["ir_k3_e3"]}]})
+    with pytest.raises(ConfigError, match=r"SE op 'ir_k3_e3_se'.*'mobilenetv2' head"):
+        get_space({"family": "mobilenet", "head": {"style": "mobilenetv2"},
+                   "stages": [{"channels": 16, "ops": ["ir_k3_e3_se"]}]})
     with pytest.raises(ConfigError, match="op name 'mb_k3' is not valid"):
         get_space({"family": "mobilenet", "stages": [{"channels": 16, "ops": ["mb_k3"]}]})
     with pytest.raises(ConfigError, match=r"space.act = 'gelu' is not allowed"):
@@ -252,7 +256,8 @@ def test_cached_cost_equals_costing_every_layer(spec):
         for convention in CONVENTIONS:
             params, macs = fixed_params(cfg), fixed_macs(cfg, space.geometry, convention)
             for g in space.geometry:
-                p, m = op_cost(parse_op(arch["ops"][g.stage][g.index]), g, cfg.se_ratio, convention, uses_relu(cfg))
+                p, m = op_cost(parse_op(arch["ops"][g.stage][g.index]), g, cfg.se_ratio, convention, uses_relu(cfg),
+                               cfg.expand_round)
                 params, macs = params + p, macs + m
             assert space.cost(arch, convention) == {"params": params, "macs": macs}
     assert space == get_space(spec)  # the table takes no part in equality

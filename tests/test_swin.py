@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 from timm.models.swin_transformer import SwinTransformer
 
-from cream import registry
 from cream.cost import count_params, measure_macs
 from cream.cost.limits import cost_window
 from cream.errors import ArchError, ConfigError, CreamError
@@ -22,6 +21,7 @@ from cream.spaces import get_space
 from cream.spaces.base import read_arch_file
 from cream.spaces.swin import RELEASED
 from cream.supernets import build_supernet
+from cream.supernets.from_timm import supernet_from_timm
 from cream.supernets.swin import SwinSupernet, swin_from_timm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +110,8 @@ def test_timm_swin_tiny_from_a_weights_file_becomes_a_supernet_and_searches_unde
     torch.manual_seed(0)
     original = timm.create_model("swin_tiny_patch4_window7_224", weight_init="skip").eval()  # PyTorch's init
     save_file(original.state_dict(), tmp_path / "swin_t.safetensors")
-    space, net = swin_from_timm("swin_tiny_patch4_window7_224", weights=tmp_path / "swin_t.safetensors")
+    fresh = timm.create_model("swin_tiny_patch4_window7_224", weight_init="skip")
+    space, net = supernet_from_timm(fresh, weights=str(tmp_path / "swin_t.safetensors"))
     net.eval()
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
@@ -129,17 +130,21 @@ def test_timm_swin_tiny_from_a_weights_file_becomes_a_supernet_and_searches_unde
     assert type(small) is SwinTransformer and measure_macs(small, (3, 224, 224)) <= limit
 
 
-def test_any_timm_swin_module_is_registered_for_supernet_from_timm():
+def test_any_timm_swin_module_is_a_supernet_by_name_or_module():
     torch.manual_seed(0)
     original = SwinTransformer(img_size=32, patch_size=2, embed_dim=16, depths=(2, 1, 1, 1), num_heads=(2, 2, 4, 4),
                                head_dim=8, window_size=(4, 4, 4, 2), num_classes=10).eval()
-    space, net = registry.FROM_TIMM["SwinTransformer"](original, width_fractions=(0.5, 1.0))
+    space, net = supernet_from_timm(original, width_fractions=(0.5, 1.0), depths=[[1, 2], [1], [1], [1]])
     assert space.dimensions()["stage2.embed_dim"] == [16, 32] and space.dimensions()["stage1.depth"] == [1, 2]
+    with pytest.raises(ConfigError, match="depths"):
+        supernet_from_timm(original, depths=[[1], [1], [1], [1]])  # stage 1's largest must stay 2
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(net.eval()(x), original(x), atol=1e-5, rtol=0)
     with pytest.raises(CreamError, match="SwinTransformer"):
         swin_from_timm(torch.nn.Linear(2, 2))
+    _, by_name = swin_from_timm("swin_tiny_patch4_window7_224")  # a timm name builds the model
+    assert type(by_name.extract(by_name.space.smallest())) is SwinTransformer
 
 
 def test_build_model_is_the_extracted_class():

@@ -22,7 +22,6 @@ PRESETS: dict[str, Callable[..., Any]] = {}
 FAMILIES: dict[str, Callable[..., Any]] = {}
 SUPERNETS: dict[tuple[str, str], Callable[..., Any]] = {}
 MODEL_BUILDERS: dict[str, Callable[..., Any]] = {}
-FROM_TIMM: dict[str, Callable[..., Any]] = {}  # timm class name -> fn(model, **kw) -> (space, supernet)
 
 
 def register_space(name: str, factory: Callable[..., Any]) -> None:
@@ -45,9 +44,3 @@ def register_supernet(family: str, kind: str, builder: Callable[..., Any]) -> No
 def register_model_builder(family: str, builder: Callable[..., Any]) -> None:
     """Register `builder(space, arch, **overrides)`, the standalone network of an arch of `family`."""
     MODEL_BUILDERS[family] = builder
-
-
-def register_from_timm(class_name: str, fn: Callable[..., Any]) -> None:
-    """Register `fn(model, **kwargs) -> (space, supernet)`, the supernet of a timm model of `class_name`
-    whose largest arch is that model (`supernet_from_timm` dispatches on the model's class name)."""
-    FROM_TIMM[class_name] = fn

@@ -1,10 +1,13 @@
-"""Child networks of MobileNet-style spaces, built as timm `MobileNetV3` models.
+"""Child networks of MobileNet-style spaces, built as timm `MobileNetV3` (or, with the
+MobileNetV2-style head, timm `EfficientNet`) models.
 
 Every layer's op becomes a timm block string (e.g. ``ir_r1_k5_s2_e6_c40_se0.25``), so a child is
 exactly what timm's own builder makes of it: the state-dict layout of the original Cream child
 networks (``conv_stem``, ``bn1``, ``blocks.i.j.*``, ``conv_head``, ``classifier``), timm's
-feature extraction, `forward_features`/`forward_head`, `reset_classifier` and so on. The supernet
-builds each candidate block with the same builder, so extraction is a state-dict copy.
+feature extraction, `forward_features`/`forward_head`, `reset_classifier` and so on. Two things
+timm's block strings cannot say are applied to the built block by `finish_block`: a `skip` that
+projects (a 1x1 strided conv + BN, whose activation is removed) and exact expansion widths. The
+supernet builds each candidate block the same way, so extraction is a state-dict copy.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from timm.layers import get_act_layer
-from timm.models._efficientnet_blocks import SqueezeExcite
+from timm.layers import create_conv2d, get_act_layer, get_norm_act_layer
+from timm.models._efficientnet_blocks import InvertedResidual, SqueezeExcite
 from timm.models._efficientnet_builder import EfficientNetBuilder, decode_arch_def, round_channels
+from timm.models.efficientnet import EfficientNet
 from timm.models.mobilenetv3 import MobileNetV3
 from torch import nn
 
 from cream.errors import ArchError
 from cream.registry import register_model_builder
 from cream.spaces.base import Arch
-from cream.spaces.mobilenet import SKIP, LayerGeom, MobileNetConfig, MobileNetSpace, parse_op
+from cream.spaces.mobilenet import SKIP, LayerGeom, MobileNetConfig, MobileNetSpace, expanded_width, parse_op
+from cream.spaces.mobilenet.cost import projects
 
 
 def _keep_channels(channels: float) -> int:
@@ -30,7 +35,10 @@ def _keep_channels(channels: float) -> int:
 
 
 def block_string(op_name: str, geom: LayerGeom, se_ratio: float) -> str:
-    """The timm block string of one op at one layer (`skip` has none)."""
+    """The timm block string of one op at one layer (an identity `skip` has none; a projecting one is
+    a 1x1 conv-BN whose activation `finish_block` removes)."""
+    if op_name == SKIP:
+        return f"cn_r1_k1_s{geom.stride}_c{geom.cout}"
     op = parse_op(op_name)
     s = f"{op.kind}_r1_k{op.kernel}_s{geom.stride}"
     if op.kind == "ir":
@@ -52,20 +60,49 @@ def timm_kwargs(cfg: MobileNetConfig) -> dict[str, Any]:
 
 def make_block(cfg: MobileNetConfig, op_name: str, geom: LayerGeom) -> nn.Module:
     """One candidate block, built by timm's builder exactly as it is built inside a child."""
-    if op_name == SKIP:
+    if op_name == SKIP and not projects(geom):
         return nn.Identity()
     builder = EfficientNetBuilder(output_stride=32, **timm_kwargs(cfg))
     stages = builder(geom.cin, decode_arch_def([[block_string(op_name, geom, cfg.se_ratio)]]))
-    return stages[0][0]
+    return finish_block(cfg, op_name, geom, stages[0][0])
+
+
+def finish_block(cfg: MobileNetConfig, op_name: str, geom: LayerGeom, block: nn.Module) -> nn.Module:
+    """What block strings cannot say: a projecting `skip` has no activation; an "exact" IR op
+    expands to `round(cin * e)` channels instead of timm's multiple of 8 (its convs are rebuilt)."""
+    if op_name == SKIP:
+        block.bn1.act = nn.Identity()
+        return block
+    op = parse_op(op_name)
+    mid = expanded_width(geom.cin, op.expand, cfg.expand_round)
+    if isinstance(block, InvertedResidual) and block.conv_pw.out_channels != mid:
+        kw = timm_kwargs(cfg)
+        norm_act = get_norm_act_layer(kw["norm_layer"], kw["act_layer"])
+        block.conv_pw = create_conv2d(geom.cin, mid, 1, padding="")
+        block.bn1 = norm_act(mid, inplace=True)
+        block.conv_dw = create_conv2d(mid, mid, op.kernel, stride=geom.stride, padding="", depthwise=True)
+        block.bn2 = norm_act(mid, inplace=True)
+        if op.se:
+            block.se = kw["se_layer"](mid, rd_ratio=cfg.se_ratio, act_layer=kw["act_layer"])
+        block.conv_pwl = create_conv2d(mid, geom.cout, 1, padding="")
+    return block
+
+
+def _finish_child(space: MobileNetSpace, arch: Arch, model: nn.Module) -> None:
+    """`finish_block` on every block of a built child."""
+    ops = arch["ops"]
+    built = [g for g in space.geometry if ops[g.stage][g.index] != SKIP or projects(g)]
+    for g, block in zip(built, (b for stage in model.blocks for b in stage), strict=True):
+        finish_block(space.config, ops[g.stage][g.index], g, block)
 
 
 def arch_block_strings(space: MobileNetSpace, arch: Arch) -> list[list[str]]:
-    """timm `arch_def` of a child: one list of block strings per stage, skipped layers left out."""
+    """timm `arch_def` of a child: one list of block strings per stage, identity skips left out."""
     ops = space.validate(arch)["ops"]
     stages: list[list[str]] = [[] for _ in space.config.stages]
     for g in space.geometry:
         op = ops[g.stage][g.index]
-        if op != SKIP:
+        if op != SKIP or projects(g):
             stages[g.stage].append(block_string(op, g, space.config.se_ratio))
     stages = [s for s in stages if s]
     if not stages:
@@ -84,20 +121,28 @@ def pretrained_cfg(cfg: MobileNetConfig, **extra: Any) -> dict[str, Any]:
 
 
 def child_kwargs(space: MobileNetSpace, arch: Arch, **overrides: Any) -> dict[str, Any]:
-    """`MobileNetV3(**kwargs)` arguments of the child of `arch` (overrides: num_classes, drop_rate, ...)."""
+    """`MobileNetV3(**kwargs)` (`EfficientNet` for the MobileNetV2-style head) arguments of the child of
+    `arch` (overrides: num_classes, drop_rate, ...)."""
     cfg = space.config
-    return {
+    kwargs = {
         **timm_kwargs(cfg),
         "block_args": decode_arch_def(arch_block_strings(space, arch)),
         "num_classes": cfg.num_classes, "stem_size": cfg.stem_channels, "fix_stem": True,
-        "num_features": cfg.head_channels, "head_bias": True, "drop_rate": cfg.dropout,
+        "num_features": cfg.head_channels, "drop_rate": cfg.dropout,
         **overrides,
     }
+    if cfg.head_style == "mobilenetv3":
+        kwargs.setdefault("head_bias", True)
+    else:
+        del kwargs["se_from_exp"]  # EfficientNet always takes SE widths from the expanded width
+    return kwargs
 
 
-def build_child(space: MobileNetSpace, arch: Arch, **overrides: Any) -> MobileNetV3:
+def build_child(space: MobileNetSpace, arch: Arch, **overrides: Any) -> MobileNetV3 | EfficientNet:
     """The standalone network of `arch` (freshly initialised; the supernet's `extract` copies weights)."""
-    model = MobileNetV3(**child_kwargs(space, arch, **overrides))
+    cls = MobileNetV3 if space.config.head_style == "mobilenetv3" else EfficientNet
+    model = cls(**child_kwargs(space, arch, **overrides))
+    _finish_child(space, space.validate(arch), model)
     if space.config.stem_stride == 1:
         # timm's stem always has stride 2; its 3x3 conv has padding 1 either way, so this is exact.
         model.conv_stem.stride = (1, 1)

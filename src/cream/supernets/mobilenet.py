@@ -1,8 +1,9 @@
 """Single-path choice-block supernet of a MobileNet-style space (SPOS, Cream).
 
-Each layer is an `nn.ModuleDict` holding one block per candidate op (`skip` is an identity),
-built by timm's builder exactly as in a child network, so `extract(arch)` is a plain state-dict
-copy into a timm `MobileNetV3` (the class of the published Cream models) and its eval outputs
+Each layer is an `nn.ModuleDict` holding one block per candidate op (`skip` is an identity, or a
+1x1 projection where the layer changes stride or width), built by timm's builder exactly as in a
+child network, so `extract(arch)` is a plain state-dict copy into a timm `MobileNetV3` (the class
+of the published Cream models; `EfficientNet` for the MobileNetV2-style head) and its eval outputs
 equal the supernet's. Stem, stage-0/-6 style fixed layers and head are shared by all paths.
 
 Training strategies pick a path per step with `set_arch(arch)`, or pass `arch=` to `forward`
@@ -21,7 +22,7 @@ from torch import nn
 from cream.models.mobilenet import build_child, make_block, pretrained_cfg, timm_kwargs
 from cream.registry import SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch, arch_key
-from cream.spaces.mobilenet import SKIP, MobileNetSpace
+from cream.spaces.mobilenet import MobileNetSpace
 
 
 class MobileNetSupernet(nn.Module):
@@ -45,10 +46,17 @@ class MobileNetSupernet(nn.Module):
             )
             for s, st in enumerate(cfg.stages)
         )
-        self.num_features = cfg.stages[-1].channels
+        self.head_style = cfg.head_style
+        last = cfg.stages[-1].channels
         self.head_hidden_size = cfg.head_channels
-        self.conv_head = create_conv2d(self.num_features, cfg.head_channels, 1, padding="", bias=True)
-        self.act2 = kw["act_layer"](inplace=True)
+        if self.head_style == "mobilenetv3":  # pool -> conv (bias) -> act -> linear
+            self.num_features = last
+            self.conv_head = create_conv2d(last, cfg.head_channels, 1, padding="", bias=True)
+            self.act2 = kw["act_layer"](inplace=True)
+        else:  # conv -> BN -> act -> pool -> linear
+            self.num_features = cfg.head_channels
+            self.conv_head = create_conv2d(last, cfg.head_channels, 1, padding="")
+            self.bn2 = get_norm_act_layer(kw["norm_layer"], kw["act_layer"])(cfg.head_channels, inplace=True)
         self.flatten = nn.Flatten(1)
         self.reset_classifier(self.num_classes)  # global_pool, classifier
         self.pretrained_cfg = self.default_cfg = pretrained_cfg(cfg, num_classes=self.num_classes)
@@ -67,7 +75,7 @@ class MobileNetSupernet(nn.Module):
                 (layer, ops[s][i])
                 for s, stage in enumerate(self.blocks)
                 for i, layer in enumerate(stage)
-                if ops[s][i] != SKIP
+                if not isinstance(layer[ops[s][i]], nn.Identity)
             ]
             if len(self._cache) > 4096:
                 self._cache.clear()
@@ -90,10 +98,13 @@ class MobileNetSupernet(nn.Module):
         x = self.bn1(self.conv_stem(x))
         for layer, op in self._path if arch is None else self._path_of(arch):
             x = layer[op](x)
-        return x
+        return x if self.head_style == "mobilenetv3" else self.bn2(self.conv_head(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.flatten(self.act2(self.conv_head(self.global_pool(x))))
+        if self.head_style == "mobilenetv3":
+            x = self.flatten(self.act2(self.conv_head(self.global_pool(x))))
+        else:
+            x = self.flatten(self.global_pool(x))
         if pre_logits:
             return x
         if self.drop_rate > 0.0:
@@ -115,9 +126,10 @@ class MobileNetSupernet(nn.Module):
     # --- extraction -------------------------------------------------------------------------
     @torch.no_grad()
     def extract(self, arch: Arch) -> nn.Module:
-        """The timm `MobileNetV3` of `arch`, with this supernet's weights and BN statistics."""
+        """The timm `MobileNetV3` (`EfficientNet`) of `arch`, with this supernet's weights and BN statistics."""
         child = build_child(self.space, arch, num_classes=self.num_classes, drop_rate=self.drop_rate)
-        for name in ("conv_stem", "bn1", "conv_head", "classifier"):
+        shared = ("conv_stem", "bn1", "conv_head", "classifier", *(("bn2",) if hasattr(self, "bn2") else ()))
+        for name in shared:
             getattr(child, name).load_state_dict(getattr(self, name).state_dict())
         child_blocks = [b for stage in child.blocks for b in stage]
         path = self._path_of(arch)

@@ -13,6 +13,7 @@ every edge computes the softmax(α)-weighted sum of its candidates (`none` adds 
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import torch
@@ -38,12 +39,22 @@ class MixedCell(nn.Module):
         )
         self.ops: list[str] = ["none"] * len(EDGES)
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """The selected ops (`self.ops`), or with `weights` (edges x `OPS`) every edge's weighted sum."""
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | None = None,
+                chosen: list[int] | None = None) -> torch.Tensor:
+        """The selected ops (`self.ops`), or with `weights` (edges x `OPS`) every edge's weighted sum; with
+        `chosen` too, edge e computes only its op `chosen[e]`, times its weight (a sampled one-hot)."""
         if weights is None:
             return cell_forward(x, [None if op == "none" else edge[op] for op, edge in zip(self.ops, self.edges,
                                                                                                strict=True)])
+        if chosen is not None:
+            return cell_forward(x, [None if OPS[c] == "none" else _scaled(edge[OPS[c]], w[c])
+                                    for edge, w, c in zip(self.edges, weights, chosen, strict=True)])
         return cell_forward(x, [_weighted(edge, w) for edge, w in zip(self.edges, weights, strict=True)])
+
+
+def _scaled(block: nn.Module, w: torch.Tensor):
+    """One op times its (straight-through) weight, so that the weight's gradient reaches α."""
+    return lambda x: w * block(x)
 
 
 def _weighted(edge: nn.ModuleDict, w: torch.Tensor):
@@ -111,6 +122,13 @@ class MixedNB201Supernet(NB201Supernet):
         super().__init__(space)
         self.alphas = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS)))
         self.arch = None
+        self.sampled: tuple[torch.Tensor, list[int]] | None = None
+
+    def set_sampled(self, weights: torch.Tensor | None, chosen: list[int] | None = None) -> None:
+        """Run the next forwards (with no arch selected) on sampled edge weights instead of softmax(α): edge e
+        computes only op `chosen[e]`, times `weights[e, chosen[e]]` (GDAS's straight-through one-hot, whose
+        gradient reaches α). None returns to softmax(α)."""
+        self.sampled = None if weights is None else (weights, list(chosen or []))
 
     def set_arch(self, arch: Arch | str | None) -> None:
         """Select one path for the next forwards; None returns to the α-weighted mixture."""
@@ -130,11 +148,31 @@ class MixedNB201Supernet(NB201Supernet):
         """The arch α prefers: the op of largest α on each edge (the first on ties)."""
         return {"ops": [OPS[i] for i in self.alphas.detach().argmax(-1).tolist()]}
 
+    def log_probs(self) -> torch.Tensor:
+        """log p(arch) of every arch of the space under p = Π_e softmax(α_e) (float64, `space_archs` order)."""
+        table = self.alphas.detach().double().log_softmax(-1)
+        index = torch.tensor([[_OP_INDEX[op] for op in a["ops"]] for a in self.space_archs()], device=table.device)
+        return table[torch.arange(len(EDGES), device=table.device), index].sum(-1)
+
+    def space_archs(self) -> list[Arch]:
+        """Every arch of the (possibly restricted) space, in lexicographic order of its edges' op lists."""
+        return [{"ops": list(ops)} for ops in itertools.product(*self.space.edge_ops)]
+
+    def top_archs(self, k: int) -> list[tuple[Arch, float]]:
+        """The k most probable archs under softmax(α) with their log-probabilities, best first; ties keep
+        `space_archs` order (SETN's deterministic candidates)."""
+        logp = self.log_probs()
+        order = torch.sort(logp, descending=True, stable=True).indices[:k].tolist()
+        archs = self.space_archs()
+        return [(archs[i], float(logp[i])) for i in order]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.edge_weights() if self.arch is None else None
+        weights, chosen = None, None
+        if self.arch is None:
+            weights, chosen = self.sampled if self.sampled is not None else (self.edge_weights(), None)
         x = self.stem(x)
         for cell in self.cells:
-            x = cell(x, weights) if isinstance(cell, MixedCell) else cell(x)
+            x = cell(x, weights, chosen) if isinstance(cell, MixedCell) else cell(x)
         return self.act(self.norm(x))
 
     def path_parameters(self, arch: Arch | None = None) -> list[nn.Parameter]:

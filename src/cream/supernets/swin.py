@@ -23,14 +23,15 @@ from timm.layers import DropPath
 from timm.models.swin_transformer import SwinTransformer, window_partition, window_reverse
 from torch import Tensor, nn
 
-from cream.errors import CreamError
+from cream.errors import ConfigError, CreamError
 from cream.models.swin import build_swin, pretrained_cfg
 from cream.nn.elastic import ElasticConv2d, ElasticLayerNorm, ElasticLinear, active_state_dict
 from cream.nn.elastic_swin import ElasticPatchMerging, ElasticWindowAttention, shift_mask
-from cream.registry import SINGLE_PATH, register_from_timm, register_supernet
+from cream.registry import SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch
 from cream.spaces.swin import SwinSpace, swin_space
 from cream.supernets.base import arch_selected
+from cream.supernets.from_timm import register_from_timm
 from cream.weights import load_weights
 
 
@@ -259,9 +260,11 @@ def _fractions(value: float, fractions: tuple[float, ...], multiple: int) -> lis
 
 def swin_space_of(model: SwinTransformer, name: str = "timm-swin", depth_fractions: tuple[float, ...] = (0.5, 1.0),
                   width_fractions: tuple[float, ...] = (0.5, 0.75, 1.0),
-                  mlp_fractions: tuple[float, ...] = (0.5, 0.75, 1.0)) -> SwinSpace:
-    """The space whose largest arch is `model` (a timm `SwinTransformer`): per stage the depths from
-    ⌈d·f⌉ to d, embed dims C·f (multiples of 8), heads h·f and MLP ratios r·f, and the model's window.
+                  mlp_fractions: tuple[float, ...] = (0.5, 0.75, 1.0), **choices: Any) -> SwinSpace:
+    """The space whose largest arch is `model` (a timm `SwinTransformer`): per stage the depths
+    ⌈d·f⌉ and d, embed dims C·f (multiples of 8), heads h·f and MLP ratios r·f, and the model's window.
+    `choices` (depths, embed_dims, num_heads, mlp_ratios, window_sizes: one list per stage) replace
+    those defaults; each stage's largest must stay the model's, or its weights would not fit.
 
     Refuses (one-line `CreamError`) what the supernet cannot reproduce: non-square inputs or windows,
     head dims that differ between stages, qkv without bias, a map the window does not tile.
@@ -292,6 +295,17 @@ def swin_space_of(model: SwinTransformer, name: str = "timm-swin", depth_fractio
         cfg["window_sizes"].append([blk.window_size[0]])
     if len(head_dims) != 1:
         raise CreamError(f"the timm Swin's stages have head dims {sorted(head_dims)}; the supernet needs one")
+    unknown = sorted(set(choices) - set(cfg))
+    if unknown:
+        raise ConfigError(f"supernet_from_timm: choices {unknown} are unknown for a Swin; allowed: {sorted(cfg)}")
+    for key, per_stage in choices.items():
+        largest = [max(c) for c in cfg[key]]
+        if not isinstance(per_stage, (list, tuple)) or len(per_stage) != len(stages) or any(
+                not isinstance(c, (list, tuple)) or not c or max(c) != top
+                for c, top in zip(per_stage, largest, strict=True)):
+            raise ConfigError(f"supernet_from_timm: {key} = {per_stage!r} needs one list per stage ({len(stages)}) "
+                              f"whose largest is the model's {largest}")
+        cfg[key] = per_stage
     return swin_space(name=name, **cfg, img_size=img[0], patch_size=patch[0], in_chans=model.in_chans,
                       num_classes=model.num_classes, head_dim=head_dims.pop())
 
@@ -324,4 +338,4 @@ def swin_from_timm(model: SwinTransformer | str, weights: str | Path | None = No
     return space, supernet.train(model.training).to(next(model.parameters()).device)
 
 
-register_from_timm("SwinTransformer", swin_from_timm)
+register_from_timm(SwinTransformer, swin_from_timm)

@@ -5,13 +5,18 @@ from __future__ import annotations
 from cream.config import StrategyConfig
 from cream.errors import ConfigError
 from cream.spaces.base import Space
+from cream.train.abs import Abs
 from cream.train.cream import Cream
 from cream.train.darts import Darts
+from cream.train.gdas import Gdas
+from cream.train.nse import Nse
+from cream.train.setn import Setn
 from cream.train.shrink import Shrink
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
-STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts}
+STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts,
+                                         "gdas": Gdas, "setn": Setn, "nse": Nse, "abs": Abs}
 
 
 def supernet_kind(cfg: StrategyConfig) -> str:

@@ -72,8 +72,11 @@ class Strategy:
         return e.optimize(loss)
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
-        """Forward `images` through `model` (possibly DDP-wrapped) and return the loss to minimise."""
-        return self.engine.criterion(model(images), targets)
+        """Forward `images` through `model` (possibly DDP-wrapped) and return the loss to minimise (with the
+        auxiliary head's, weighted by `model.aux_weight`, where the model has one)."""
+        loss = self.engine.criterion(model(images), targets)
+        aux, weight = getattr(self.engine.model, "aux_logits", None), self.engine.cfg.model.aux_weight
+        return loss + weight * self.engine.criterion(aux, targets) if aux is not None and weight > 0 else loss
 
     def after_step(self, step: int, loss: float | None) -> None:
         """Called after each training step (global step index, 0-based; loss None if it was skipped)."""

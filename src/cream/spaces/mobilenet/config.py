@@ -11,6 +11,10 @@ from cream.spaces.mobilenet.ops import SKIP, parse_op
 
 ACTIVATIONS = ("swish", "relu", "hard_swish", "relu6")
 GATES = ("hard_sigmoid", "sigmoid")
+#: "mobilenetv3": pool -> 1x1 conv (bias) -> act -> linear; "mobilenetv2": 1x1 conv -> BN -> act -> pool -> linear
+HEAD_STYLES = ("mobilenetv3", "mobilenetv2")
+#: an IR op's expanded width: "divisible" = make_divisible(cin * e) (timm, Cream); "exact" = round(cin * e)
+EXPAND_ROUNDINGS = ("divisible", "exact")
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,16 @@ class MobileNetConfig:
     se_gate: str = "hard_sigmoid"
     dropout: float = 0.0
     mutate_prob: float = 0.1
+    head_style: str = "mobilenetv3"
+    expand_round: str = "divisible"
     name: str = "mobilenet"
 
     def __post_init__(self) -> None:
         check = _config_check
         check("act", self.act, ACTIVATIONS)
         check("se_gate", self.se_gate, GATES)
+        check("head_style", self.head_style, HEAD_STYLES)
+        check("expand_round", self.expand_round, EXPAND_ROUNDINGS)
         for key in ("stem_channels", "head_channels", "num_classes", "input_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ConfigError(f"space.{key} = {getattr(self, key)!r} must be a positive integer")
@@ -55,7 +63,6 @@ class MobileNetConfig:
             raise ConfigError(f"space.mutate_prob = {self.mutate_prob!r} must be in (0, 1]")
         if not self.stages:
             raise ConfigError("space.stages is empty; give at least one stage")
-        cin = self.stem_channels
         for s, st in enumerate(self.stages):
             check(f"stages[{s}].stride", st.stride, (1, 2))
             if not isinstance(st.channels, int) or st.channels < 1:
@@ -64,17 +71,23 @@ class MobileNetConfig:
                 raise ConfigError(f"space.stages[{s}].ops must list at least one op for each layer")
             for i, layer in enumerate(st.ops):
                 for name in layer:
-                    op = parse_op(name)
-                    if op.kind == SKIP and (cin != st.channels or (i == 0 and st.stride != 1)):
-                        raise ConfigError(
-                            f"space.stages[{s}].ops[{i}] allows 'skip', but that layer changes the "
-                            f"stride or width ({cin}->{st.channels}); remove 'skip' there"
-                        )
+                    if parse_op(name).se and self.head_style == "mobilenetv2":
+                        raise ConfigError(f"space.stages[{s}].ops[{i}] has the SE op {name!r}, which the "
+                                          "'mobilenetv2' head style does not support; use ops without '_se'")
                 if len(set(layer)) != len(layer):
                     raise ConfigError(f"space.stages[{s}].ops[{i}] = {list(layer)} repeats an op")
-                cin = st.channels
-        if all(SKIP in layer for st in self.stages for layer in st.ops):
+        if all(SKIP in layer for st in self.stages for layer in st.ops) and not any(self.projects()):
             raise ConfigError("space.stages: every layer allows 'skip'; at least one layer must be an op")
+
+    def projects(self) -> list[bool]:
+        """Per layer (in order): does it change stride or width, so that its `skip` is a 1x1 strided
+        projection + BN (no activation) rather than an identity?"""
+        out, cin = [], self.stem_channels
+        for st in self.stages:
+            for i in range(len(st.ops)):
+                out.append(cin != st.channels or (i == 0 and st.stride != 1))
+                cin = st.channels
+        return out
 
 
 def _config_check(key: str, value: Any, allowed: Sequence[Any]) -> None:
@@ -91,8 +104,8 @@ def config_from_dict(d: dict[str, Any]) -> MobileNetConfig:
     stem, head = d.pop("stem", {}) or {}, d.pop("head", {}) or {}
     if not isinstance(stem, dict) or set(stem) - {"channels", "stride"}:
         raise ConfigError(f"space.stem = {stem!r} must be a mapping with keys 'channels' and 'stride'")
-    if not isinstance(head, dict) or set(head) - {"channels", "dropout"}:
-        raise ConfigError(f"space.head = {head!r} must be a mapping with keys 'channels' and 'dropout'")
+    if not isinstance(head, dict) or set(head) - {"channels", "dropout", "style"}:
+        raise ConfigError(f"space.head = {head!r} must be a mapping with keys 'channels', 'dropout' and 'style'")
     for src, dst in (("channels", "stem_channels"), ("stride", "stem_stride")):
         if src in stem:
             d[dst] = stem[src]
@@ -100,6 +113,8 @@ def config_from_dict(d: dict[str, Any]) -> MobileNetConfig:
         d["head_channels"] = head["channels"]
     if "dropout" in head:
         d["dropout"] = head["dropout"]
+    if "style" in head:
+        d["head_style"] = head["style"]
     stages_raw = d.pop("stages", None)
     unknown = sorted(set(d) - _CONFIG_KEYS)
     if unknown:

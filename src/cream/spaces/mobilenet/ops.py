@@ -4,7 +4,8 @@
   k x k depthwise, optional squeeze-excite on the expanded width, 1x1 project (no activation);
 * ``ds_k{k}[_se]``      depthwise-separable: k x k depthwise, optional SE, 1x1 pointwise;
 * ``cn_k{k}``           plain conv-BN-activation;
-* ``skip``              identity (only where the layer keeps stride 1 and width).
+* ``skip``              identity; in a layer that changes stride or width, a 1x1 strided
+                        projection conv + BN (no activation).
 
 All ops use batch norm, the space's activation and "same"-size symmetric padding. Blocks with
 stride 1 and equal widths (ir, ds) add a residual.
@@ -27,6 +28,12 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     if n < 0.9 * v:
         n += divisor
     return n
+
+
+def expanded_width(cin: int, expand: float, rounding: str = "divisible") -> int:
+    """The expanded width of an IR op: `make_divisible(cin * e)` ("divisible", timm's rule) or
+    `cin * e` rounded half up ("exact", the rule of classic macro spaces such as SPOS's)."""
+    return make_divisible(cin * expand) if rounding == "divisible" else int(cin * expand + 0.5)
 
 
 @dataclass(frozen=True)

@@ -162,7 +162,7 @@ class MobileNetSpace:
         table = self._costs.get(convention)
         if table is None:
             cfg = self.config
-            layers = [{o: op_cost(parse_op(o), g, cfg.se_ratio, convention, uses_relu(cfg))
+            layers = [{o: op_cost(parse_op(o), g, cfg.se_ratio, convention, uses_relu(cfg), cfg.expand_round)
                        for o in cfg.stages[g.stage].ops[g.index]} for g in self.geometry]
             table = self._costs[convention] = (fixed_params(cfg), fixed_macs(cfg, self.geometry, convention), layers)
         return table
