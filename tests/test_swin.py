@@ -96,6 +96,9 @@ def test_space_contract_round_trips_and_moves_ranges():
     assert get_space(moved.to_config()) == moved and moved.dimensions()["stage2.depth"] == dims["stage2.depth"]
     narrow = space.restrict({"stage1.embed_dim": [16]})
     assert narrow.super_arch() == space.super_arch() and narrow.num_archs() * 2 == space.num_archs()
+    assert space.with_dimensions({"stage1.window_size": [8, 12, 16]}).dimensions()["stage1.window_size"] == [8, 16]
+    with pytest.raises(ConfigError, match="stage1.window_size"):
+        space.with_dimensions({"stage1.window_size": [3, 5]})
     with pytest.raises(ConfigError, match="stage9.depth"):
         space.with_dimensions({"stage9.depth": [1]})
     with pytest.raises(ConfigError, match=r"stage1.mlp_ratio = \['x'\]"):

@@ -160,7 +160,9 @@ class SwinSpace:
     def with_dimensions(self, mapping: Mapping[str, Sequence[Any]]) -> SwinSpace:
         """A new space with the named dimensions' choices replaced (values outside the current range allowed).
 
-        A moved range needs a new supernet, so the super shape becomes that of the new choices.
+        A moved range needs a new supernet, so the super shape becomes that of the new choices. Window sizes
+        are clipped to the stage's map, and those that then do not tile it (the supernet does not pad
+        windows) are left out; a ConfigError if none is left.
         """
         if not isinstance(mapping, Mapping):
             raise ConfigError(f"with_dimensions needs a mapping of dimension -> choices, got {type(mapping).__name__}")
@@ -174,6 +176,12 @@ class SwinSpace:
             if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
                 raise ConfigError(f"with_dimensions: {key} = {values!r} must be a non-empty list of numbers")
             new[key] = _numbers(f"with_dimensions: {key}", values, _cast(dim))
+            if dim == "window_size":
+                side = self.stage_map(int(key[5:].split(".")[0]) - 1)
+                new[key] = tuple(w for w in new[key] if w >= side or side % w == 0)
+                if not new[key]:
+                    raise ConfigError(f"with_dimensions: {key} = {list(values)!r} has no window that tiles the "
+                                      f"{side}x{side} map of that stage (a divisor of {side}, or at least {side})")
         supers = {f"super_{FIELDS[dim]}": () for dim in DIMS}
         return dataclasses.replace(self, **self._fields_of(new), **supers)
 
