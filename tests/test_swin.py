@@ -155,3 +155,26 @@ def test_build_model_is_the_extracted_class():
     model = build_model(space, SHIFTED)
     assert type(model) is SwinTransformer and model.embed_dim == [16, 48, 48, 96]
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)
+
+
+def test_space_search_moves_a_hierarchical_space_on_digits(tmp_path, capsys):
+    """Acceptance 3 on the Swin family: `cream space-search` on the CPU-sized S3 space (its kill/resume is
+    tested on a ViT space in test_space_search.py; the workflow does not depend on the family)."""
+    from cream.cli import main
+
+    cfg = {"data": {"name": "digits", "image_size": 32, "batch_size": 64, "train_per_class": 24,
+                    "test_per_class": 4, "val_fraction": 0.2},
+           "space": {"preset": "autoformerv2-cpu"}, "optim": {"lr": 0.005, "warmup_epochs": 0},
+           "train": {"epochs": 1, "threads": 1, "deterministic": True, "ckpt_every_steps": 1, "log_every": 50,
+                     "eval_every_epochs": 1},
+           "search": {"budget": 3, "eval_images": 0, "test_top_k": 1,
+                      "kwargs": {"generations": 2, "population": 2, "parents": 2, "mutations": 1, "crossovers": 1}},
+           "space_search": {"steps": 1, "dimensions": ["stage1.embed_dim"],
+                            "random_archs": 2, "evolution_budget": 2, "top_k": 1,
+                            "evolution": {"population": 2, "parents": 2, "mutations": 1, "crossovers": 1}}}
+    (tmp_path / "ss.yaml").write_text(json.dumps(cfg))
+    assert main(["space-search", str(tmp_path / "ss.yaml"), "--out", str(tmp_path / "run"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["initial_dimensions"] != summary["final_dimensions"]
+    first = get_space(json.loads((tmp_path / "run" / "steps" / "0" / "space.json").read_text()))
+    assert first == get_space("autoformerv2-cpu", num_classes=10)
