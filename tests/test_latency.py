@@ -161,3 +161,26 @@ def test_bad_latency_files_are_one_line(tmp_path):
         build_lut(NB201Space(), FAST)
     with pytest.raises(ConfigError, match="search.cost_files.latency_ms"):
         SearchConfig(cost_files={"latency_ms": 3})
+
+
+def test_cream_search_bounds_a_latency_table_and_reports_it_measured(tmp_path, capsys):
+    space = ("{family: vit, name: vit-lat, embed_dims: [16, 64], depths: [1, 2], num_heads: [1, 2], "
+             "mlp_ratios: [1.0, 4.0], head_dim: 8, img_size: 16, patch_size: 4, max_relative_position: 4}")
+    common = ["--set", f"space={space}", "--set", "data.train_per_class=10", "--set", "train.threads=1"]
+    assert main(["supernet", "--out", str(tmp_path / "sn"), "--json", *common, "--set", "train.epochs=1"]) == 0
+    from cream.config import read_yaml
+
+    table = build_lut(get_space(read_yaml(tmp_path / "sn" / "config.yaml")["space"]), FAST, calibration_archs=2)
+    save_latency_model(table, tmp_path / "lut.json")
+    limit = sorted(table.predict(get_space(table.space), get_space(table.space).sample(random.Random(i)))
+                   for i in range(20))[10]
+    capsys.readouterr()
+    assert main(["search", "--supernet", str(tmp_path / "sn"), "--out", str(tmp_path / "s"), "--json",
+                 "--set", "search.budget=4", "--set", "search.eval_images=20", "--set", "search.method=random",
+                 "--set", "search.test_top_k=0", "--set", f"search.cost_files={{latency_ms: {tmp_path / 'lut.json'}}}",
+                 "--set", f"search.limits={{latency_ms: [null, {limit}]}}"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < summary["best_latency_ms_predicted"] <= limit and summary["best_latency_ms_measured"] > 0
+    records = json.loads((tmp_path / "s" / "search.json").read_text())["records"]
+    assert all(table.predict(get_space(table.space), r["arch"]) <= limit for r in records)
+    assert "latency_ms: predicted" in (tmp_path / "s" / "report.md").read_text()

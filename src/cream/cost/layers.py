@@ -81,7 +81,7 @@ def _vit_block_key(space: Space, d: int, h: int, r: float) -> str:
 
 
 def _vit_base_key(space: Space, d: int) -> str:
-    return f"embed+head|d{d}|img{space.img_size}|p{space.patch_size}|classes{space.num_classes}"
+    return f"embed+head|d{d}|img{space.img_size}|p{space.patch_size}"  # the classifier: the table space's
 
 
 def _vit_space_units(space: Space) -> dict[str, Unit]:

@@ -262,7 +262,7 @@ def predicted_vs_measured(space: Space, arch: Arch,
     with the protocol the table or predictor was built with (one without a protocol is only predicted)."""
     out = {}
     for name, model in models.items():
-        out[f"{name}_predicted"] = round(model.predict(space, arch), 4)
+        out[f"{name}_predicted"] = model.predict(space, arch)
         if model.protocol is not None:
-            out[f"{name}_measured"] = round(model.protocol.value(time_arch(space, arch, model.protocol)), 4)
+            out[f"{name}_measured"] = model.protocol.value(time_arch(space, arch, model.protocol))
     return out
