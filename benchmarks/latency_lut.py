@@ -12,6 +12,9 @@ absolute relative error. Both statistics (median, min of the timed runs) are rep
 device, predictors fitted on `--nb201-fit` random cells predict every other cell (Spearman rho;
 cells below 0.1 ms, the table's degenerate artefacts, are left out).
 
+With `--rounds 2` or more, `retest_round0_vs_round1` ranks the eval archs' first-round times
+against their second-round times: the noise ceiling of this machine for any predictor.
+
     PYTHONPATH=src python benchmarks/latency_lut.py --space cream [--eval 100 --train 200 --rounds 2]
     PYTHONPATH=src python benchmarks/latency_lut.py --space autoformer-tiny
     PYTHONPATH=src python benchmarks/latency_lut.py --nb201
@@ -92,9 +95,13 @@ def timed(args: argparse.Namespace) -> dict:
                "lut_constant_ms": round(table.constant_ms, 3),
                "eval_ms_range": [round(min(true_eval), 2), round(statistics.median(true_eval), 2),
                                  round(max(true_eval), 2)]}
-        for est in ("ridge", "gbr"):
-            pred = LatencyPredictor(space.to_config(), proto, trains, true_train, est)
-            res[f"predictor_{est}"] = scores(pred.predict_many(space, evals), true_eval)
+        if args.rounds > 1:  # the noise ceiling: the same archs timed in two rounds, ranked against each other
+            first, second = ([results[("arch", i)][r][f"{stat}_ms"] for i in range(args.eval)] for r in (0, 1))
+            res["retest_round0_vs_round1"] = scores(first, second)
+        if args.train >= 10:
+            for est in ("ridge", "gbr"):
+                pred = LatencyPredictor(space.to_config(), proto, trains, true_train, est)
+                res[f"predictor_{est}"] = scores(pred.predict_many(space, evals), true_eval)
         out[stat] = res
     return out
 
