@@ -184,3 +184,19 @@ def test_cream_search_bounds_a_latency_table_and_reports_it_measured(tmp_path, c
     records = json.loads((tmp_path / "s" / "search.json").read_text())["records"]
     assert all(table.predict(get_space(table.space), r["arch"]) <= limit for r in records)
     assert "latency_ms: predicted" in (tmp_path / "s" / "report.md").read_text()
+
+
+def test_build_lut_and_fit_from_the_command_line(tmp_path, capsys):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(json.dumps(TINY_CREAM))  # JSON is YAML
+    fast = ["--warmup", "1", "--repeats", "2", "--json"]
+    assert main(["latency", "build-lut", str(space_file), "--out", str(tmp_path / "lut.json"), "--calibration", "1",
+                 *fast]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["units"] == len(load_latency_model(tmp_path / "lut.json").units) > 0
+    assert main(["latency", "fit", str(space_file), "--out", str(tmp_path / "p.json"), "--archs", "3", *fast]) == 0
+    assert json.loads(capsys.readouterr().out)["archs"] == 3
+    space = get_space(TINY_CREAM)
+    assert load_latency_model(tmp_path / "p.json").predict(space, space.sample(random.Random(0))) > 0
+    assert main(["latency", "fit", str(space_file), "--archs", "1"]) == 2
+    assert "at least 2" in capsys.readouterr().err

@@ -31,7 +31,7 @@ from cream.cost.models import register_cost_model
 from cream.errors import ConfigError, CreamError
 from cream.models import build_model
 from cream.spaces import get_space
-from cream.spaces.base import Arch, Space
+from cream.spaces.base import Arch, Space, arch_key
 
 LUT_KIND = "cream-latency-lut"
 PREDICTOR_KIND = "cream-latency-predictor"
@@ -196,8 +196,6 @@ class LatencyPredictor:
 def fit_predictor(space: Space, protocol: TimingProtocol, archs: int = 200, seed: int = 0,
                   estimator: str = "ridge") -> LatencyPredictor:
     """Measure `archs` distinct random archs (seeded) and fit a predictor on them."""
-    from cream.spaces.base import arch_key
-
     rng, drawn, seen = random.Random(seed), [], set()
     for _ in range(archs * 20):
         arch = space.sample(rng)
