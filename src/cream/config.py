@@ -178,7 +178,10 @@ class SearchConfig:
     limits: dict = option({}, doc="{cost: [min, max]} on costs the space reports, in their own unit (params, "
                                   "macs: absolute counts, e.g. params: [5.0e+6, 6.0e+6]); null or 0 = open end. "
                                   "Costs: params, macs (plain: conv/linear multiply-adds), and per space e.g. "
-                                  "macs_ptflops, macs_ptflops_search (MobileNet)")
+                                  "macs_ptflops, macs_ptflops_search (MobileNet), and those of cost_files")
+    cost_files: dict = option({}, doc="{cost: file}: a latency table (`cream latency build-lut`) or predictor "
+                                      "(`cream latency fit`) offered as that cost, e.g. {latency_ms: lut.json}; "
+                                      "the search reports its prediction and a measurement of the chosen arch")
     params_min: float = option(0.0, lo=0.0, doc="older form of limits.params, in millions (0 = no lower limit)")
     params_max: float = option(0.0, lo=0.0, doc="older form of limits.params, in millions (0 = no upper limit)")
     macs_min: float = option(0.0, lo=0.0, doc="older form of limits.macs, in millions (0 = no lower limit)")
@@ -194,6 +197,10 @@ class SearchConfig:
                 raise ConfigError(f"config key 'search.kwargs.{key}' is not a search-method parameter; "
                                   f"set the top-level 'search.{key}' instead")
         self.limits = {name: _check_limit(f"search.limits.{name}", v) for name, v in self.limits.items()}
+        for name, path in self.cost_files.items():
+            if not isinstance(path, str) or not path:
+                raise ConfigError(f"config key 'search.cost_files.{name}' = {path!r} must be the path of a latency "
+                                  "table or predictor file")
         if self.limits and (self.params_min or self.params_max or self.macs_min or self.macs_max):
             raise ConfigError("config keys 'search.params_min/params_max/macs_min/macs_max' (millions) and "
                               "'search.limits' set the same limits twice; use search.limits only")

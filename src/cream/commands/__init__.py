@@ -14,7 +14,7 @@ from typing import Any
 _NEW_RUNS: list[tuple[Path, bool]] = []
 
 COMMANDS = ["run", "supernet", "search", "retrain", "distill_store", "test", "export", "convert", "profile", "bench",
-            "rank", "space_search", "nse"]
+            "rank", "space_search", "nse", "latency"]
 
 
 def add_run_options(p: argparse.ArgumentParser, config: bool = True) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from cream.config import RunConfig, SearchConfig, to_dict, with_space_classes
 from cream.cost.limits import Feasible, Window, cost_window, limit_windows, millions_window
+from cream.cost.lut import LatencyPredictor, LatencyTable, predicted_vs_measured, register_latency_file
 from cream.data import Splits, build_splits
 from cream.errors import CreamError
 from cream.report.summary import write_report
@@ -54,8 +55,20 @@ def search_windows(s: SearchConfig) -> dict[str, Window]:
     return {k: w for k, w in windows.items() if w is not None}
 
 
+def register_cost_files(s: SearchConfig, space: Space) -> dict[str, LatencyTable | LatencyPredictor]:
+    """Offer each latency table or predictor of `search.cost_files` as a cost of `space` (checked to fit it)."""
+    return {name: register_latency_file(space, name, path) for name, path in s.cost_files.items()}
+
+
 def search_feasible(s: SearchConfig, space: Space) -> Feasible | None:
-    """The search's constraint on `space` (None without limits); refuses a cost the space does not report."""
+    """The search's constraint on `space` (None without limits); refuses a cost the space does not report.
+
+    The costs of `search.cost_files` are registered first, so limits may name them."""
+    register_cost_files(s, space)
+    return _limits_feasible(s, space)
+
+
+def _limits_feasible(s: SearchConfig, space: Space) -> Feasible | None:
     windows = search_windows(s)
     return cost_window(space, windows, where="search.limits") if windows else None
 
@@ -74,7 +87,8 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     d = init_distributed(scorer.device.type)
     barrier(d)  # every rank has looked at the run directory (`cream run` decides what to resume) before rank 0 writes
     run.write_yaml("config.yaml", to_dict(with_space_classes(cfg, splits.num_classes)))  # records --set on resume
-    feasible = search_feasible(s, space)  # checked before any arch is scored
+    cost_files = register_cost_files(s, space)
+    feasible = _limits_feasible(s, space)  # checked before any arch is scored
     common: dict[str, Any] = {"feasible": feasible, "budget": s.budget, "seed": s.seed,
                               "state_path": run.file("search_state.json"), "scoring": scoring(cfg, supernet_run),
                               "score_many": score_batch(scorer), "writer": run.write}
@@ -96,12 +110,17 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     run.write_json("search.json", {**result.to_dict(), "top": top})
     if run.write:
         plot_pareto(result.records, run.file("search.png"), cost="params")
+    # the chosen arch's latency as its table or predictor saw it, and as measured now with the same protocol
+    latency = {f"best_{k}": v for k, v in predicted_vs_measured(space, best["arch"], cost_files).items()}
     summary = {"method": s.method, "queries": len(result.records), "best_score": best["score"],
-               "best_params": best["cost"]["params"], "best_macs": best["cost"]["macs"],
+               "best_params": best["cost"]["params"], "best_macs": best["cost"]["macs"], **latency,
                "best_test_top1_inherited": arch_doc["test_top1"], "search_s": round(search_s, 2),
                "wall_s": round(time.perf_counter() - start, 2)}
     run.write_json("summary.json", summary)
-    write_report(run, summary, [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"])
+    lines = [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"]
+    lines += [f"{name}: predicted {latency[f'best_{name}_predicted']:.3f} ms, measured "
+              f"{latency.get(f'best_{name}_measured', float('nan')):.3f} ms" for name in s.cost_files]
+    write_report(run, summary, lines)
     barrier(d)  # the files exist for every rank once the search returns
     return summary
 
