@@ -77,7 +77,8 @@ def test_supernet_quality_compares_with_trivial_proxies():
     assert out["smallest"]["position"] == 4 and out["smallest"]["true"] == 60.0
     assert out["pick"]["position"] == 4 and out["pick"]["regret"] == 30.0
     assert supernet_quality(true, true, costs)["warnings"] == []
-    assert len(supernet_quality(true, [1.0] * 5, costs)["warnings"]) == 2  # constant scores rank nothing
+    with pytest.warns(stats.ConstantInputWarning):
+        assert len(supernet_quality(true, [1.0] * 5, costs)["warnings"]) == 2  # constant scores rank nothing
 
 
 def test_stratified_sample_covers_the_range():

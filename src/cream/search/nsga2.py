@@ -36,6 +36,8 @@ from cream.errors import ConfigError
 from cream.search.base import Search, SearchResult
 from cream.spaces.base import Arch, arch_key
 
+DEFAULT_OBJECTIVES: tuple[str, ...] = ("macs",)
+
 
 def _python_rng(random_state: np.random.Generator) -> random.Random:
     """A `random.Random` drawn from pymoo's generator, for the space's operators (one random stream in all)."""
@@ -123,7 +125,7 @@ class NSGA2Search(Search):
     def __init__(
         self,
         *args: Any,
-        objectives: Sequence[str] = ("macs",),
+        objectives: Sequence[str] = DEFAULT_OBJECTIVES,
         population: int = 20,
         offspring: int | None = None,
         crossover_prob: float = 0.9,

@@ -17,6 +17,7 @@ from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.search import search
 from cream.search.inherited import InheritedScorer
+from cream.search.nsga2 import DEFAULT_OBJECTIVES
 from cream.spaces.base import Arch, Space
 from cream.train.distributed import barrier, init_distributed, split_map
 from cream.train.engine import pick_device, seed_everything
@@ -97,7 +98,7 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     if result.front is not None:  # a multi-objective search: one arch file per member of the front
         sections.append(write_front(run, result.records, result.front, space))
     if run.write:
-        cost = s.kwargs.get("objectives", ["params"])[0] if result.front is not None else "params"
+        cost = s.kwargs.get("objectives", DEFAULT_OBJECTIVES)[0] if result.front is not None else "params"
         plot_pareto(result.records, run.file("search.png"), cost=cost, front=result.front,
                     chosen=result.best_at[-1])
     summary = {"method": s.method, "queries": len(result.records), "best_score": best["score"],
