@@ -54,11 +54,17 @@ def plot_pareto(
 def plot_rank_scatter(
     true: Sequence[float], pred: Sequence[float], path: str | Path,
     xlabel: str = "true score", ylabel: str = "predicted score", title: str | None = None,
+    marks: dict[str, int] | None = None,
 ) -> Path:
-    """Predicted vs true scores, titled with Kendall tau and Spearman rho."""
+    """Predicted vs true scores, titled with Kendall tau and Spearman rho; `marks` labels points by position
+    (e.g. the pick, the largest and smallest archs)."""
     fig = Figure(figsize=(5, 5))
     ax = fig.add_subplot()
     ax.scatter(true, pred, s=10, alpha=0.6)
+    for (label, i), marker in zip((marks or {}).items(), "*^v", strict=False):
+        ax.plot([true[i]], [pred[i]], marker, ms=11, label=label)
+    if marks:
+        ax.legend(loc="lower right")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     stat = f"Kendall τ = {kendall_tau(true, pred):.3f}, Spearman ρ = {spearman_rho(true, pred):.3f}"

@@ -69,5 +69,6 @@ def write_rank(out: str | Path, result: dict[str, Any]) -> dict[str, Path]:
     records = result["records"]
     plot_rank_scatter([r[truth] for r in records], [r["score"] for r in records], paths["plot"],
                       xlabel=f"{truth} (%)", ylabel="supernet accuracy, inherited weights (%)",
-                      title=f"NAS-Bench-201: {len(records)} stratified cells")
+                      title=f"NAS-Bench-201: {len(records)} stratified cells",
+                      marks={name: result["rank"][name]["position"] for name in ("pick", "largest", "smallest")})
     return paths
