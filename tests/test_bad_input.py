@@ -156,6 +156,20 @@ CASES = [
     ("distill-teacher-kind", ["distill-store", "--out", "{tmp}/store", "--set", "distill.teacher.kind=nope"],
      "distill.teacher.kind"),
     ("distill-no-out", ["distill-store"], "--out"),
+    # cream space-search: the space, the space_search section, and resuming
+    ("space-search-no-space", ["space-search"], "config key 'space' is empty"),
+    ("space-search-dimension", ["space-search", PRESET, "--set", "space_search.dimensions=[width]"],
+     "space_search.dimensions"),
+    ("space-search-no-contract", ["space-search", PRESET, "--set", "space={preset: nb201}"], "with_dimensions"),
+    ("space-search-bounds", ["space-search", PRESET, "--set", "space_search.bounds={depth: [5, 2]}"],
+     "space_search.bounds.depth"),
+    ("space-search-evolution-budget", ["space-search", PRESET, "--set", "space_search.evolution={budget: 3}"],
+     "space_search.evolution.budget"),
+    ("space-search-update", ["space-search", PRESET, "--set", "space_search.update=jump"], "space_search.update"),
+    ("space-search-resume-missing", ["space-search", "--resume", "{ws}/empty"], "no config.yaml"),
+    ("nse-strategy", ["nse", "--out", "{tmp}/out", "--set", "strategy.name=uniform"], "strategy.name"),
+    ("nse-band-drift", ["nse", "--out", "{tmp}/out", "--set", "space={family: nse, input_size: 16}",
+                        "--set", "strategy.name=nse"], "strategy.kwargs.band"),
 ]
 if not CUDA:
     CASES += [

@@ -136,7 +136,7 @@ class TrainConfig:
 class StrategyConfig:
     """How a supernet is trained (see docs/strategies.md for each strategy's parameters)."""
 
-    name: str = option("uniform", choices=["uniform", "cream", "shrink", "darts"])
+    name: str = option("uniform", choices=["uniform", "cream", "shrink", "darts", "nse"])
     kwargs: dict = option({}, doc="strategy parameters")
 
 
@@ -197,6 +197,39 @@ class SearchConfig:
 
 
 @dataclass
+class SpaceSearchConfig:
+    """`cream space-search`: evolve the space before searching it (AutoFormerV2/S3, spec autoformer_v2_s3.md §4).
+
+    The original's formulas and constants are unreleased; every default here is our own choice (docs/space_search.md).
+    """
+
+    steps: int = option(2, lo=1, doc="space-evolution steps (each trains a supernet, measures, moves the ranges)")
+    dimensions: list[str] = option([], doc="dimensions that move ([] = every dimension of the space)")
+    et_weight: float = option(0.5, lo=0.0, hi=1.0, doc="E-T error = et_weight * E + (1 - et_weight) * T")
+    random_archs: int = option(20, lo=1, doc="E: mean error of this many random archs (per space and per choice)")
+    evolution_budget: int = option(20, lo=1, doc="T: archs one short evolution evaluates (per space and per choice)")
+    evolution: dict = option({"population": 10, "parents": 4, "mutations": 5, "crossovers": 5},
+                             doc="T: parameters of that evolution (as search.kwargs of method evolution)")
+    top_k: int = option(3, lo=1, doc="T: mean error of the k best archs the evolution found")
+    constrained: bool = option(True, doc="draw and evolve only archs inside search.limits; a choice without any "
+                                         "such arch scores error 1")
+    trend_over: str = option("index", choices=["index", "value"],
+                             doc="x of each dimension's linear trend: the choice's position, or its value")
+    min_slope: float = option(0.0, lo=0.0, doc="keep a dimension whose |slope| (error per x unit) is at most this")
+    update: str = option("shift", choices=["shift", "grow"],
+                         doc="shift: add choices on the better side and drop as many on the other; grow: add only")
+    step_size: int = option(1, lo=1, doc="choices added per dimension and step")
+    bounds: dict = option({}, doc="{dimension: [min, max]}: a moved range stays inside (null = open end)")
+
+    def __post_init__(self) -> None:
+        for key in ("budget", "seed"):
+            if key in self.evolution:
+                raise ConfigError(f"config key 'space_search.evolution.{key}' is not allowed; the budget is "
+                                  "'space_search.evolution_budget' and the seed 'search.seed'")
+        self.bounds = {d: _check_limit(f"space_search.bounds.{d}", v) for d, v in self.bounds.items()}
+
+
+@dataclass
 class RunConfig:
     """A whole run: data, model, optimizer, loop; and for NAS the space, strategy, search and arch."""
 
@@ -208,6 +241,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    space_search: SpaceSearchConfig = field(default_factory=SpaceSearchConfig)
     arch: dict = option({}, doc="the architecture a retrain builds from `space` (instead of model.name)")
     init: str = option("", doc="retrain: start from a supernet run's inherited weights instead of from scratch")
     retrain: dict = option({}, doc="cream run: overrides for its retrain stage, e.g. {train: {epochs: 30}}")

@@ -14,7 +14,7 @@ from typing import Any
 _NEW_RUNS: list[tuple[Path, bool]] = []
 
 COMMANDS = ["run", "supernet", "search", "retrain", "distill_store", "test", "export", "convert", "profile", "bench",
-            "rank"]
+            "rank", "space_search", "nse"]
 
 
 def add_run_options(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -39,9 +39,10 @@ RESUME_SAFE_KEYS = ("train.threads", "data.workers", "data.cache_dir", "train.lo
 
 
 def load_run_config(args: argparse.Namespace, base: dict | None = None,
-                    fields: dict | None = None) -> tuple[Any, Any]:
+                    fields: dict | None = None, check: Any = None) -> tuple[Any, Any]:
     """(config, run dir) of a training command: a new run (its config.yaml written first; `fields` replace
-    whole config sections after merging), or the run named by --resume."""
+    whole config sections after merging; `check(cfg)` may refuse the config before the folder exists), or the
+    run named by --resume."""
     import dataclasses
 
     from cream.config import RunConfig, load_config, to_dict, with_overrides
@@ -59,6 +60,8 @@ def load_run_config(args: argparse.Namespace, base: dict | None = None,
             with_overrides(cfg, cfg.retrain, retrain={})
         except ConfigError as e:
             raise ConfigError(f"in config section 'retrain': {e}") from None
+    if check is not None:
+        check(cfg)
     return cfg, new_run_dir(args.out, args.command, to_dict(cfg))
 
 

@@ -118,7 +118,7 @@ def model_kwargs(space: ViTSpace, arch: Arch) -> dict[str, Any]:
         num_classes=space.num_classes, embed_dim=arch["embed_dim"], depth=arch["depth"],
         num_heads=arch["num_heads"], mlp_ratio=arch["mlp_ratio"], head_dim=space.head_dim,
         rel_pos=space.rel_pos, max_relative_position=space.max_relative_position,
-        drop_path_depth=space.super_depth,
+        drop_path_depth=space.super_depth, norm_eps=space.norm_eps,
     )
 
 

@@ -71,3 +71,21 @@ def plot_rank_scatter(
     ax.set_title(f"{title}\n{stat}" if title else stat)
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_trend(dim: str, trend: dict[str, Any], path: str | Path) -> Path:
+    """A space search's trend of one dimension: E, T and E-T error of each choice, and the fitted E-T line."""
+    xs = trend["x"]
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    for key, style in (("E", "s--"), ("T", "^--"), ("ET", "o-")):
+        ax.plot(xs, trend[key], style, ms=5, label=key.replace("ET", "E-T"))
+    ax.plot(xs, [trend["intercept"] + trend["slope"] * x for x in xs], ":", color="black",
+            label=f"E-T trend (slope {trend['slope']:.3g})")
+    ax.set_xticks(xs, [str(c) for c in trend["choices"]])
+    ax.set_xlabel(f"{dim} choice")
+    ax.set_ylabel("error")
+    ax.set_title(f"{dim}: {trend['action']} → {trend['next']}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -59,6 +59,21 @@ class Space(Protocol):
         """A JSON/YAML-safe mapping that `cream.spaces.get_space` rebuilds into an equal space."""
 
 
+@runtime_checkable
+class EvolvableSpace(Space, Protocol):
+    """A space whose ranges a space search can move (AutoFormerV2/S3): its dimensions can be read and replaced.
+
+    Each dimension is also a decision of `choices()`/`restrict()`, so fixing it to one value is `restrict`.
+    """
+
+    def dimensions(self) -> dict[str, list[Any]]:
+        """Each searchable dimension's choices, in order (smallest first)."""
+
+    def with_dimensions(self, mapping: Mapping[str, Sequence[Any]]) -> Space:
+        """A new, validated space of the same family with the named dimensions' choices replaced (values
+        outside the current range allowed; its supernet shape fits the new choices); `ConfigError` otherwise."""
+
+
 def arch_key(arch: Arch) -> Hashable:
     """A hashable identity for an arch (canonical JSON), used to skip visited archs."""
     return json.dumps(arch, sort_keys=True, separators=(",", ":"))

@@ -51,6 +51,7 @@ class ViTSpace:
     max_relative_position: int = 14
     head_dim: int = 64
     legacy_qkv_bias: bool = False
+    norm_eps: float = 1e-5  # LayerNorm epsilon (the original's 1e-5; timm's ViTs use 1e-6)
     s_prob: float = 0.4  # mutation: redraw depth, and embed dim, each with this probability
     m_prob: float = 0.2  # mutation: redraw each layer's ratio, and heads, with this probability
 
@@ -79,6 +80,8 @@ class ViTSpace:
             raise ConfigError(
                 f"space.img_size = {self.img_size} must be a multiple of patch_size {self.patch_size}"
             )
+        if not self.norm_eps > 0:
+            raise ConfigError(f"space.norm_eps = {self.norm_eps} must be positive")
         for name in ("s_prob", "m_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"space.{name} = {getattr(self, name)} must lie in [0, 1]")
@@ -133,6 +136,32 @@ class ViTSpace:
         c = narrowed(self.choices(), choices)
         return dataclasses.replace(self, embed_dims=c["embed_dim"], depths=c["depth"], num_heads=c["num_heads"],
                                    mlp_ratios=c["mlp_ratio"])
+
+    def dimensions(self) -> dict[str, list[Any]]:
+        """Each searchable dimension's ordered choices (what a space search moves and resizes)."""
+        return {k: list(v) for k, v in self.choices().items()}
+
+    def with_dimensions(self, mapping: Mapping[str, Sequence[Any]]) -> ViTSpace:
+        """A new space with the named dimensions' choices replaced (values outside the current range allowed).
+
+        Its supernet shape is that of the new choices (the super dims are reset to their largest), since a
+        moved range needs a new supernet; the other settings are kept.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"with_dimensions needs a mapping of dimension -> choices, got {type(mapping).__name__}")
+        fields = {"embed_dim": "embed_dims", "depth": "depths", "num_heads": "num_heads", "mlp_ratio": "mlp_ratios"}
+        unknown = sorted(set(mapping) - set(fields))
+        if unknown:
+            raise ConfigError(f"with_dimensions: dimensions {unknown} are unknown; the space has {list(fields)}")
+        for dim, values in mapping.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                raise ConfigError(f"with_dimensions: {dim} = {values!r} must be a non-empty list of numbers")
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values) or (
+                    dim != "mlp_ratio" and any(float(v) != int(v) for v in values)):
+                kind = "numbers" if dim == "mlp_ratio" else "integers"
+                raise ConfigError(f"with_dimensions: {dim} = {list(values)!r} must be a list of positive {kind}")
+        return dataclasses.replace(self, **{fields[d]: tuple(v) for d, v in mapping.items()}, super_embed_dim=0,
+                                   super_depth=0, super_num_heads=0, super_mlp_ratio=0.0)
 
     def to_config(self) -> dict[str, Any]:
         return {"family": self.family, **{f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}

@@ -56,10 +56,10 @@ class ElasticBlock(nn.Module):
     def __init__(self, space: ViTSpace, drop_path: float) -> None:
         super().__init__()
         E = space.super_embed_dim
-        self.norm1 = ElasticLayerNorm(E)
+        self.norm1 = ElasticLayerNorm(E, eps=space.norm_eps)
         self.attn = ElasticAttention(E, space.super_num_heads, space.head_dim, space.rel_pos,
                                      space.max_relative_position, legacy_qkv=space.legacy_qkv_bias)
-        self.norm2 = ElasticLayerNorm(E)
+        self.norm2 = ElasticLayerNorm(E, eps=space.norm_eps)
         self.mlp = ElasticMlp(E, space.super_mlp_dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.attn_drop = 0.0
@@ -103,7 +103,7 @@ class ViTSupernet(ViTHead, nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, H * W + 1, E))
         dpr = torch.linspace(0, drop_path_rate, space.super_depth).tolist()
         self.blocks = nn.ModuleList(ElasticBlock(space, dpr[i]) for i in range(space.super_depth))
-        self.norm = ElasticLayerNorm(E)
+        self.norm = ElasticLayerNorm(E, eps=space.norm_eps)
         self.head = ElasticLinear(E, self.num_classes) if self.num_classes > 0 else nn.Identity()
         self.pretrained_cfg = {"input_size": (space.in_chans, space.img_size, space.img_size),
                                "num_classes": self.num_classes}

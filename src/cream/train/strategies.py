@@ -7,11 +7,13 @@ from cream.errors import ConfigError
 from cream.spaces.base import Space
 from cream.train.cream import Cream
 from cream.train.darts import Darts
+from cream.train.nse import Nse
 from cream.train.shrink import Shrink
 from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
-STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts}
+STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts,
+                                         "nse": Nse}
 
 
 def supernet_kind(cfg: StrategyConfig) -> str:

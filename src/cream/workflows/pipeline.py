@@ -28,23 +28,23 @@ def run_pipeline(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     run.write_yaml("config.yaml", to_dict(cfg))  # a resumed run records its --set keys that do not change results
 
     sup_dir = run.path / "supernet"
-    if not _finished(sup_dir):
-        sup_run, sup_resume = _stage(sup_dir, cfg)
+    if not stage_finished(sup_dir):
+        sup_run, sup_resume = open_stage(sup_dir, cfg)
         train_supernet(cfg, sup_run, resume=sup_resume)
 
     search_dir = run.path / "search"
-    if not _finished(search_dir):
+    if not stage_finished(search_dir):
         search_cfg = with_overrides(cfg, {}, init=str(sup_dir))
-        search_run, search_resume = _stage(search_dir, search_cfg)
+        search_run, search_resume = open_stage(search_dir, search_cfg)
         search_supernet(search_cfg, sup_dir, search_run, resume=search_resume)
     found = json.loads((search_dir / "arch.json").read_text())
 
     retrain_dir = run.path / "retrain"
     retrain_cfg = with_overrides(cfg, cfg.retrain, arch=found["arch"], retrain={})
-    if _finished(retrain_dir):
+    if stage_finished(retrain_dir):
         retrained = json.loads((retrain_dir / "summary.json").read_text())
     else:
-        retrain_run, retrain_resume = _stage(retrain_dir, retrain_cfg)
+        retrain_run, retrain_resume = open_stage(retrain_dir, retrain_cfg)
         retrained = train_standalone(retrain_cfg, retrain_run, resume=retrain_resume)
 
     summary = {"space": cfg.space.get("preset", cfg.space.get("family", "custom")),
@@ -58,11 +58,11 @@ def run_pipeline(cfg: RunConfig, run: RunDir) -> dict[str, Any]:
     return summary
 
 
-def _finished(stage: Path) -> bool:
+def stage_finished(stage: Path) -> bool:
     return (stage / "summary.json").is_file()
 
 
-def _stage(path: Path, cfg: RunConfig) -> tuple[RunDir, bool]:
+def open_stage(path: Path, cfg: RunConfig) -> tuple[RunDir, bool]:
     """A stage's run folder, and whether it resumes (it does once its config.yaml, written first, exists)."""
     resume = (path / "config.yaml").is_file()
     return RunDir.create(str(path), path.name, resume=resume, config=to_dict(cfg)), resume
