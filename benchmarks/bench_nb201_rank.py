@@ -2,9 +2,11 @@
 
 Trains the supernet of `configs/nb201/supernet-cifar10-cpu.yaml` (uniform single-path sampling, real
 CIFAR-10 JPEGs), scores a stratified sample of cells with inherited weights (BN recalibrated per
-cell) on the held-out split, and ranks the scores against `cifar10_test_200ep`: Kendall tau,
-Spearman rho, precision@top-k. On the same cells, the table's 12-epoch columns (really trained,
-short schedule) are ranked against the same truth as a yardstick. Prints one JSON object.
+cell) on the held-out split, and ranks the scores against `cifar10_test_200ep`: the quality report
+of `cream rank` (Kendall tau, Spearman rho, tau in the true top 10 %, precision@top-k, the pick's
+regret, the largest and smallest cells, the trivial proxies MACs and params). On the same cells,
+the table's 12-epoch columns (really trained, short schedule) are ranked against the same truth as a
+yardstick. Prints one JSON object.
 
     PYTHONPATH=src python benchmarks/bench_nb201_rank.py [--sample 100] [--epochs 4] [--out DIR]
 """
@@ -63,7 +65,10 @@ def main() -> None:
         },
         "kendall_tau": round(r["kendall_tau"], 4),
         "spearman_rho": round(r["spearman_rho"], 4),
+        "top10_kendall_tau": round(r["top10_kendall_tau"], 4),
         "precision_at_k": r["precision_at_k"],
+        "pick": r["pick"], "largest": r["largest"], "smallest": r["smallest"],
+        "proxies": r["proxies"], "warnings": r["warnings"],
         "reference_12ep": {c: {"kendall_tau": round(v["kendall_tau"], 4), "spearman_rho": round(v["spearman_rho"], 4),
                                "precision_at_k": v["precision_at_k"]} for c, v in r["reference"].items()},
         "supernet_val_top1": {k: v for k, v in summary.items() if k.startswith("val_top1")},

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from scipy import stats as scipy_stats
 
 from cream.cli import main
 
@@ -27,7 +28,7 @@ def test_rank_a_supernet_run_against_the_table(supernet_run, nb201_table, tmp_pa
     from cream.config import RunConfig, load_config
     from cream.data import build_splits
     from cream.search.rank import rank_stats
-    from cream.spaces.nb201 import str_to_arch
+    from cream.spaces.nb201 import NB201Space, str_to_arch
     from cream.tabular import NB201Table
     from cream.train.evaluate import evaluate
     from cream.workflows.supernet import load_supernet
@@ -48,6 +49,31 @@ def test_rank_a_supernet_run_against_the_table(supernet_run, nb201_table, tmp_pa
     assert stats["kendall_tau"] == rank_stats(true, [r["score"] for r in records])["kendall_tau"]
     ref = [table.query(r["index"], "cifar10_val_12ep") for r in records]
     assert stats["reference"]["cifar10_val_12ep"]["kendall_tau"] == rank_stats(true, ref)["kendall_tau"]
+
+    # The quality report: every figure, and the trivial proxies measured on the same cells.
+    pred = [r["score"] for r in records]
+    expected = rank_stats(true, pred)
+    for key in ("spearman_rho", "top10_kendall_tau", "precision_at_k"):
+        assert json.dumps(stats[key]) == json.dumps(expected[key])  # NaN when the tiny supernet ties them
+    best = max(range(5), key=lambda i: (pred[i], -i))
+    assert stats["pick"]["arch"] == records[best]["arch"] and stats["pick"]["true"] == true[best]
+    assert stats["pick"]["regret"] == pytest.approx(max(true) - true[best])
+    assert stats["pick"]["table_regret"] == pytest.approx(94.3733 - true[best], abs=1e-3)
+    space = NB201Space()
+    by_size = sorted(range(5), key=lambda i: (records[i]["cost"]["macs"], records[i]["cost"]["params"]))
+    for extreme, i in (("largest", by_size[-1]), ("smallest", by_size[0])):
+        assert stats[extreme]["arch"] == records[i]["arch"] and stats[extreme]["true"] == true[i]
+        assert stats[extreme]["pred"] == pred[i]
+    macs = [space.cost(str_to_arch(r["arch"]))["macs"] for r in records]
+    assert stats["proxies"]["macs"]["kendall_tau"] == pytest.approx(scipy_stats.kendalltau(true, macs).statistic)
+    worse = [n for n in ("macs", "params") if not stats["kendall_tau"] >= stats["proxies"][n]["kendall_tau"]]
+    assert [w.split("'")[1] for w in stats["warnings"]] == worse
+    assert main([*argv[:-1], "--out", str(tmp_path / "b")]) == 0  # the terminal report names every figure
+    captured = capsys.readouterr()
+    for text in ("tau in the true top 10 %", "top-k overlap", "regret", "largest scored arch", "smallest scored arch",
+                 "proxy macs", "proxy params", "reference cifar10_val_12ep"):
+        assert text in captured.out
+    assert captured.err.count("warning: the supernet ranks worse than the trivial proxy") == len(worse)
 
     # A score is the accuracy (%) of the extracted cell network on the run's held-out split.
     cfg = load_config(RunConfig, supernet_run / "config.yaml")

@@ -139,3 +139,24 @@ def test_ddp_supernet_same_arch_on_every_rank(tmp_path):
     b = load_file(tmp_path / "two" / "supernet.safetensors")
     worst = max(float((a[k] - b[k]).abs().max()) for k in a)
     assert worst < 1e-4, f"max weight difference {worst}"
+
+
+def test_nsga2_search_writes_its_front(supernet_run, tmp_path):
+    """A multi-objective search under two limits at once: every arch in both windows, the front's files written."""
+    out = tmp_path / "mo"
+    args = [*COMMON, "--set", "search.method=nsga2", "--set", "search.budget=8", "--set", "search.eval_images=60",
+            "--set", "search.limits={params: [6000, 12000], macs: [60000, 160000]}", "--set", "search.test_top_k=0",
+            "--set", "search.kwargs={objectives: [macs, params], population: 4}"]
+    assert main(["search", "--supernet", str(supernet_run), "--out", str(out), "--json", *args]) == 0
+    doc = json.loads((out / "search.json").read_text())
+    records = doc["records"]
+    assert len(records) == 8
+    assert all(6000 <= r["cost"]["params"] <= 12000 and 60000 <= r["cost"]["macs"] <= 160000 for r in records)
+    listing = json.loads((out / "front.json").read_text())
+    assert [e["position"] for e in listing] == doc["front"] and listing
+    for e in listing:  # no evaluated arch is at least as good in score, MACs and params, and better in one
+        r = records[e["position"]]
+        assert not any(o["score"] >= r["score"] and o["cost"]["macs"] <= r["cost"]["macs"]
+                       and o["cost"]["params"] <= r["cost"]["params"] and o != r for o in records)
+        assert json.loads((out / e["file"]).read_text())["arch"] == r["arch"]
+    assert (out / "search.png").is_file() and "front/00.json" in (out / "report.md").read_text()

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -13,6 +14,8 @@ from cream.search.rank import (
     rank_stats,
     spearman_rho,
     stratified_sample,
+    supernet_quality,
+    top_kendall_tau,
 )
 from cream.spaces.base import arch_key
 
@@ -42,6 +45,40 @@ def test_precision_at_k():
     out = rank_stats(true, pred, ks=(3, 0.5))
     # predicted top-5: items 0, 2, 5, 1, 3 (ties go to the earlier item)
     assert out["n"] == 10 and out["precision_at_k"] == {"3": pytest.approx(2 / 3), "0.5": 0.8}
+
+
+def test_top10_tau_overlap_and_pick_against_scipy():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=200)
+    pred = true + rng.normal(scale=1.0, size=200)
+    top = np.argsort(-true)[:20]  # the true top 10 %
+    assert top_kendall_tau(true, pred) == pytest.approx(stats.kendalltau(true[top], pred[top]).statistic)
+    assert top_kendall_tau(true, pred) < 0.3 < stats.kendalltau(true, pred).statistic  # the top is ranked worse
+    out = rank_stats(list(true), list(pred), ks=(10, 0.25))
+    assert out["kendall_tau"] == pytest.approx(stats.kendalltau(true, pred).statistic)
+    assert out["spearman_rho"] == pytest.approx(stats.spearmanr(true, pred).statistic)
+    for key, k in (("10", 10), ("0.25", 50)):
+        overlap = len(set(np.argsort(-true)[:k]) & set(np.argsort(-pred)[:k])) / k
+        assert out["precision_at_k"][key] == pytest.approx(overlap)
+    best = int(np.argmax(pred))
+    assert out["pick"] == {"position": best, "true": pytest.approx(true[best]), "best_true": pytest.approx(true.max()),
+                           "regret": pytest.approx(true.max() - true[best])}
+    assert rank_stats([1, 2, 3, 4], [4, 3, 2, 1])["top10_kendall_tau"] == pytest.approx(-1.0)  # the top two, swapped
+
+
+def test_supernet_quality_compares_with_trivial_proxies():
+    true = [70.0, 80.0, 85.0, 90.0, 60.0]
+    costs = [{"macs": m, "params": p} for m, p in ((2, 20), (3, 30), (4, 40), (5, 50), (1, 10))]
+    out = supernet_quality(true, [1.0, 0.0, 3.0, 2.0, 4.0], costs)  # a poor supernet: MACs rank perfectly
+    assert out["proxies"]["macs"]["kendall_tau"] == pytest.approx(1.0) == out["proxies"]["params"]["kendall_tau"]
+    assert out["kendall_tau"] == pytest.approx(stats.kendalltau(true, [1.0, 0.0, 3.0, 2.0, 4.0]).statistic)
+    assert len(out["warnings"]) == 2 and "trivial proxy 'macs'" in out["warnings"][0]
+    assert out["largest"] == {"position": 3, "cost": {"macs": 5, "params": 50}, "true": 90.0, "pred": 2.0}
+    assert out["smallest"]["position"] == 4 and out["smallest"]["true"] == 60.0
+    assert out["pick"]["position"] == 4 and out["pick"]["regret"] == 30.0
+    assert supernet_quality(true, true, costs)["warnings"] == []
+    with pytest.warns(stats.ConstantInputWarning):
+        assert len(supernet_quality(true, [1.0] * 5, costs)["warnings"]) == 2  # constant scores rank nothing
 
 
 def test_stratified_sample_covers_the_range():

@@ -10,7 +10,8 @@ from cream.spaces.nb201 import NB201Space, arch_to_index
 
 WEIGHT = {"none": 0.0, "skip_connect": 1.0, "nor_conv_1x1": 2.0, "nor_conv_3x3": 3.5, "avg_pool_3x3": 0.5}
 SMALL = {"random": {}, "regularized": {"population": 8, "sample": 3},
-         "evolution": {"population": 10, "parents": 4, "mutations": 5, "crossovers": 5, "generations": None}}
+         "evolution": {"population": 10, "parents": 4, "mutations": 5, "crossovers": 5, "generations": None},
+         "nsga2": {"population": 8, "objectives": ["macs"]}}
 
 
 def score(arch):

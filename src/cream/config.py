@@ -172,7 +172,7 @@ class DistillConfig:
 class SearchConfig:
     """Search over a trained supernet's space, scoring archs with inherited weights."""
 
-    method: str = option("evolution", choices=["evolution", "random", "regularized", "board"])
+    method: str = option("evolution", choices=["evolution", "random", "regularized", "board", "nsga2"])
     budget: int = option(100, lo=1, doc="number of distinct archs evaluated")
     seed: int = option(0, lo=0)
     limits: dict = option({}, doc="{cost: [min, max]} on costs the space reports, in their own unit (params, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,12 @@ from cream.errors import CreamError
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rank", help="rank correlation of scores (or of a supernet) with ground truth",
-                       description="Kendall tau, Spearman rho and precision@top-k of predicted scores against true "
-                                   "ones, with a scatter plot. Either two score files (--scores, --truth), or a "
+                       description="Kendall tau, Spearman rho, tau within the true top 10 %%, overlap of the true and "
+                                   "predicted top-k, and the true score and regret of the predicted best, of predicted "
+                                   "scores against true ones, with a scatter plot. With --supernet, also the largest "
+                                   "and smallest cells of the sample and the same figures of the trivial proxies MACs "
+                                   "and params, with a warning when a proxy ranks better than the supernet. Either two "
+                                   "score files (--scores, --truth), or a "
                                    "trained NAS-Bench-201 supernet run (--supernet RUN) against the NAS-Bench-201 "
                                    "table: a stratified sample of cells is scored with inherited weights (BN "
                                    "recalibrated) on the run's held-out validation split.")
@@ -56,12 +61,35 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats))
         return 0
-    print(f"{stats['n']} archs: Kendall tau {stats['kendall_tau']:.4f}, Spearman rho {stats['spearman_rho']:.4f}")
-    print("precision@top-k: " + ", ".join(f"{k}: {v:.2f}" for k, v in stats["precision_at_k"].items()))
-    for column, ref in stats.get("reference", {}).items():
-        print(f"reference {column}: Kendall tau {ref['kendall_tau']:.4f}, Spearman rho {ref['spearman_rho']:.4f}")
-    print(f"written: {', '.join(stats['files'])}")
+    print("\n".join(report_lines(stats)))
+    for warning in stats.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _stat_line(name: str, s: dict[str, Any]) -> str:
+    return (f"{name}: Kendall tau {s['kendall_tau']:.4f}, Spearman rho {s['spearman_rho']:.4f}, "
+            f"tau in the true top 10 % {s['top10_kendall_tau']:.4f}")
+
+
+def report_lines(stats: dict[str, Any]) -> list[str]:
+    """The terminal report of `cream rank`: every figure in rank.json, one line each."""
+    pick = stats["pick"]
+    lines = [_stat_line(f"{stats['n']} archs", stats),
+             "top-k overlap (true and predicted top-k): "
+             + ", ".join(f"{k}: {v:.2f}" for k, v in stats["precision_at_k"].items()),
+             f"pick (predicted best): true score {pick['true']:.4f}, regret {pick['regret']:.4f} "
+             f"(best scored {pick['best_true']:.4f})"
+             + (f", regret {pick['table_regret']:.4f} to the table's best {pick['table_best_true']:.4f}"
+                if "table_regret" in pick else "")]
+    for extreme in ("largest", "smallest"):
+        if extreme in stats:
+            e = stats[extreme]
+            lines.append(f"{extreme} scored arch: true {e['true']:.4f}, predicted {e['pred']:.4f}")
+    for name, ref in {**stats.get("proxies", {}), **stats.get("reference", {})}.items():
+        lines.append(_stat_line(f"proxy {name}" if name in stats.get("proxies", {}) else f"reference {name}", ref))
+    lines.append(f"written: {', '.join(stats['files'])}")
+    return lines
 
 
 def _rank_files(args: argparse.Namespace) -> dict[str, Any]:

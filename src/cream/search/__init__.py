@@ -1,4 +1,4 @@
-"""Space-agnostic search: random, regularised evolution and AutoFormer-style evolution.
+"""Space-agnostic search: random, regularised evolution, AutoFormer-style evolution and NSGA-II (multi-objective).
 
 Every method takes a space, a `score(arch) -> float` callback (higher is better), an optional
 `feasible(arch) -> bool` constraint and a seed, and returns a `SearchResult` with every evaluated
@@ -15,6 +15,7 @@ from cream.errors import ConfigError
 from cream.search.base import Search, SearchResult
 from cream.search.board import BoardSearch
 from cream.search.evolution import EvolutionSearch
+from cream.search.nsga2 import NSGA2Search
 from cream.search.random import RandomSearch
 from cream.search.regularized import RegularizedEvolution
 
@@ -23,6 +24,7 @@ METHODS: dict[str, type[Search]] = {
     "random": RandomSearch,
     "regularized": RegularizedEvolution,
     "evolution": EvolutionSearch,
+    "nsga2": NSGA2Search,
 }
 _ALL: dict[str, type[Search]] = {**METHODS, "board": BoardSearch}
 
@@ -42,5 +44,5 @@ def search(method: str, space: Any, score: Any, resume: bool = False, **kwargs: 
     return make_search(method, space, score, **kwargs).run(resume=resume)
 
 
-__all__ = ["METHODS", "BoardSearch", "EvolutionSearch", "RandomSearch", "RegularizedEvolution", "Search",
+__all__ = ["METHODS", "BoardSearch", "EvolutionSearch", "NSGA2Search", "RandomSearch", "RegularizedEvolution", "Search",
            "SearchResult", "cost_window", "make_search", "millions_window", "search"]

@@ -41,7 +41,8 @@ class SearchResult:
     """Every evaluated arch in query order, and the best-so-far after each query.
 
     `records[i]` = `{"arch", "score", "cost"}`; `best_at[q]` = position in `records` of the best
-    arch after q + 1 queries (ties keep the earlier arch).
+    arch after q + 1 queries (ties keep the earlier arch). A multi-objective method also gives the
+    positions of its Pareto `front`.
     """
 
     method: str
@@ -49,6 +50,7 @@ class SearchResult:
     records: list[dict[str, Any]]
     best_at: list[int]
     stopped: str
+    front: list[int] | None = None
 
     @property
     def best(self) -> dict[str, Any]:
@@ -72,6 +74,7 @@ class SearchResult:
             "history": self.history(),
             "best_at": self.best_at,
             "records": self.records,
+            **({"front": self.front} if self.front is not None else {}),
         }
 
 

@@ -1,6 +1,9 @@
 """How well one score ranks archs compared to another (e.g. supernet accuracy vs. trained accuracy).
 
-`rank_stats(true, pred)` gives Kendall tau, Spearman rho (scipy) and precision@top-k;
+`rank_stats(true, pred)` gives Kendall tau, Spearman rho (scipy), Kendall tau within the true top 10 %,
+precision@top-k (the overlap of the predicted and true top-k) and the true score and regret of the
+predicted best; `supernet_quality` adds the largest and smallest scored archs and the same
+statistics of trivial proxies (MACs, params), with a warning when a proxy ranks better;
 `compare_score_files` does the same between two files of arch -> score (`paired_scores` pairs
 them; `cream rank --scores --truth` calls it and `rank_stats` itself, as it also plots the pairs);
 `stratified_sample` picks archs spread over the accuracy range of a table column.
@@ -10,8 +13,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,8 @@ from cream.errors import ConfigError, DataError
 from cream.spaces.base import arch_key
 
 DEFAULT_KS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
+TOP_FRACTION = 0.1  # "the true top 10 %"
+PROXIES: tuple[str, ...] = ("macs", "params")  # trivial predictors a supernet must beat
 
 
 def kendall_tau(true: Sequence[float], pred: Sequence[float]) -> float:
@@ -48,10 +54,26 @@ def precision_at_k(true: Sequence[float], pred: Sequence[float], k: float) -> fl
     return len(_top(true, count) & _top(pred, count)) / count
 
 
+def top_kendall_tau(true: Sequence[float], pred: Sequence[float], fraction: float = TOP_FRACTION) -> float:
+    """Kendall tau among the archs in the true top `fraction` (at least 2 of them; ties: earlier item first).
+
+    One-shot supernets rank the best archs far worse than all of them; this is the figure that says so."""
+    top = sorted(_top(true, max(2, round(fraction * len(true)))))
+    return kendall_tau([true[i] for i in top], [pred[i] for i in top])
+
+
+def pick(true: Sequence[float], pred: Sequence[float]) -> dict[str, Any]:
+    """The predicted best (earlier on ties): its position, its true score, and its regret (best true score - it)."""
+    i = min(range(len(pred)), key=lambda j: (-pred[j], j))
+    return {"position": i, "true": float(true[i]), "best_true": float(max(true)),
+            "regret": float(max(true) - true[i])}
+
+
 def rank_stats(
     true: Sequence[float], pred: Sequence[float], ks: Sequence[float] = DEFAULT_KS
 ) -> dict[str, Any]:
-    """Kendall tau, Spearman rho and precision@k of `pred` against `true` (same order, n >= 2)."""
+    """Kendall tau, Spearman rho, tau within the true top 10 %, precision@k (= overlap of the true and
+    predicted top-k) and the pick's true score and regret, of `pred` against `true` (same order, n >= 2)."""
     if len(true) != len(pred) or len(true) < 2:
         raise DataError(
             f"rank statistics need two score lists of equal length >= 2, got {len(true)} and {len(pred)}"
@@ -60,8 +82,41 @@ def rank_stats(
         "n": len(true),
         "kendall_tau": kendall_tau(true, pred),
         "spearman_rho": spearman_rho(true, pred),
+        "top10_kendall_tau": top_kendall_tau(true, pred),
         "precision_at_k": {str(k): precision_at_k(true, pred, k) for k in ks},
+        "pick": pick(true, pred),
     }
+
+
+def supernet_quality(
+    true: Sequence[float], pred: Sequence[float], costs: Sequence[Mapping[str, float]],
+    proxies: Sequence[str] = PROXIES, ks: Sequence[float] = DEFAULT_KS,
+) -> dict[str, Any]:
+    """`rank_stats` of a supernet's scores, with what puts them in context on the same archs.
+
+    `largest` / `smallest`: the scored archs with the most / fewest of the first proxy cost (the
+    second breaks ties), with both scores. `proxies`: the statistics of each cost taken as a score
+    (bigger = better); `warnings` names each proxy whose Kendall tau beats the supernet's (also when the
+    supernet's is undefined: scores all equal).
+    """
+    stats = rank_stats(true, pred, ks)
+    order = sorted(range(len(costs)), key=lambda i: tuple(costs[i][c] for c in proxies))
+    stats["largest"], stats["smallest"] = ({"position": i, "cost": {c: costs[i][c] for c in proxies},
+                                            "true": float(true[i]), "pred": float(pred[i])}
+                                           for i in (order[-1], order[0]))
+    stats["proxies"] = {}
+    for name in proxies:
+        ref = rank_stats(true, [float(c[name]) for c in costs], ks)
+        stats["proxies"][name] = {k: ref[k] for k in ("kendall_tau", "spearman_rho", "top10_kendall_tau",
+                                                      "precision_at_k")}
+    stats["warnings"] = [f"the supernet ranks worse than the trivial proxy '{name}': Kendall tau "
+                         f"{stats['kendall_tau']:.3f} < {ref['kendall_tau']:.3f}"
+                         for name, ref in stats["proxies"].items() if _beats(ref["kendall_tau"], stats["kendall_tau"])]
+    return stats
+
+
+def _beats(proxy: float, supernet: float) -> bool:
+    return not math.isnan(proxy) and not supernet >= proxy  # a NaN supernet tau (constant scores) is beaten
 
 
 def stratified_sample(values: Sequence[float], size: int = 100, seed: int = 0) -> list[int]:

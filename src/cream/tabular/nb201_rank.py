@@ -2,9 +2,11 @@
 
 Protocol: a stratified sample of cells (equal-width bins over `cifar10_test_200ep`, so poor
 cells are represented too) is scored with inherited supernet weights on held-out images (BN
-recalibrated per cell); the scores are ranked against `cifar10_test_200ep` (Kendall tau,
-Spearman rho, precision@top-k). As a yardstick, the 12-epoch columns of the table (real
-training, short schedule) are ranked against the same truth on the same sample.
+recalibrated per cell); the scores are ranked against `cifar10_test_200ep` (`supernet_quality`:
+Kendall tau, Spearman rho, tau in the true top 10 %, precision@top-k, the pick's regret, the
+largest and smallest cells of the sample). As yardsticks, the 12-epoch columns of the table (real
+training, short schedule) and the trivial proxies MACs and params (of the benchmark's own network,
+`NB201Space()`) are ranked against the same truth on the same sample.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from cream.report.plots import plot_rank_scatter
-from cream.search.rank import DEFAULT_KS, rank_stats, stratified_sample
+from cream.search.rank import DEFAULT_KS, rank_stats, stratified_sample, supernet_quality
 from cream.spaces.base import Arch
-from cream.spaces.nb201 import arch_to_str, index_to_arch
+from cream.spaces.nb201 import NB201Space, arch_to_str, index_to_arch
 from cream.tabular.nb201 import NB201Table
 
 TRUTH = "cifar10_test_200ep"
@@ -28,23 +30,31 @@ def rank_scores(score: Callable[[list[Arch]], list[float]], table: NB201Table, s
                 truth: str = TRUTH, ks: Sequence[float] = DEFAULT_KS) -> dict[str, Any]:
     """Score a stratified sample of `sample` cells with `score(archs)` (one batch) and rank them against `truth`.
 
-    Returns `{"records": [{"arch", "index", "score", truth}], "rank": {...}}`; `rank` holds the
-    statistics of the scores and, under `reference`, those of the 12-epoch columns on the same cells.
+    Returns `{"records": [{"arch", "index", "score", truth, "cost"}], "rank": {...}}`; `rank` holds the
+    statistics of the scores (`supernet_quality`; the pick's regret also against the table's best cell) and,
+    under `reference`, those of the 12-epoch columns on the same cells.
     """
     truth_values = table.column(truth)
     indices = stratified_sample(truth_values, sample, seed)
     archs = [index_to_arch(i) for i in indices]
     scores = [float(v) for v in score(archs)]
     true = [float(truth_values[i]) for i in indices]
-    records = [{"arch": arch_to_str(a), "index": i, "score": s, truth: t}
-               for a, i, s, t in zip(archs, indices, scores, true, strict=True)]
+    space = NB201Space()
+    costs = [space.cost(a) for a in archs]
+    records = [{"arch": arch_to_str(a), "index": i, "score": s, truth: t, "cost": c}
+               for a, i, s, t, c in zip(archs, indices, scores, true, costs, strict=True)]
     reference = {}
     for column in REFERENCES:
         values = table.column(column)
         ref = rank_stats(true, [float(values[i]) for i in indices], ks)
-        reference[column] = {k: ref[k] for k in ("kendall_tau", "spearman_rho", "precision_at_k")}
-    rank = {"truth": truth, "sample": sample, "sample_seed": seed, **rank_stats(true, scores, ks),
-            "reference": reference}
+        reference[column] = {k: ref[k] for k in ("kendall_tau", "spearman_rho", "top10_kendall_tau",
+                                                 "precision_at_k")}
+    quality = supernet_quality(true, scores, costs, ks=ks)
+    for extreme in ("largest", "smallest", "pick"):
+        quality[extreme]["arch"] = records[quality[extreme]["position"]]["arch"]
+    quality["pick"]["table_best_true"] = float(truth_values.max())
+    quality["pick"]["table_regret"] = float(truth_values.max()) - quality["pick"]["true"]
+    rank = {"truth": truth, "sample": sample, "sample_seed": seed, **quality, "reference": reference}
     return {"records": records, "rank": rank}
 
 
@@ -59,5 +69,6 @@ def write_rank(out: str | Path, result: dict[str, Any]) -> dict[str, Path]:
     records = result["records"]
     plot_rank_scatter([r[truth] for r in records], [r["score"] for r in records], paths["plot"],
                       xlabel=f"{truth} (%)", ylabel="supernet accuracy, inherited weights (%)",
-                      title=f"NAS-Bench-201: {len(records)} stratified cells")
+                      title=f"NAS-Bench-201: {len(records)} stratified cells",
+                      marks={name: result["rank"][name]["position"] for name in ("pick", "largest", "smallest")})
     return paths

@@ -18,6 +18,7 @@ from cream.report.summary import write_report
 from cream.run_dir import RunDir
 from cream.search import search
 from cream.search.inherited import InheritedScorer
+from cream.search.nsga2 import DEFAULT_OBJECTIVES
 from cream.spaces.base import Arch, Space
 from cream.train.distributed import barrier, init_distributed, split_map
 from cream.train.engine import pick_device, seed_everything
@@ -104,12 +105,16 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
     tests = score_batch(scorer, scorer.test)([rec["arch"] for rec in chosen])
     top = [{**rec, "test_top1": t} for rec, t in zip(chosen, tests, strict=True)]
     best = result.best
-    arch_doc = {"arch": best["arch"], "space": space.to_config(), "score": best["score"], "cost": best["cost"],
-                "test_top1": top[0]["test_top1"] if top else None}
+    arch_doc = {**arch_file(best, space), "test_top1": top[0]["test_top1"] if top else None}
     run.write_json("arch.json", arch_doc)
     run.write_json("search.json", {**result.to_dict(), "top": top})
+    sections = [f"Best arch: `{json.dumps(best['arch'])}`"]
+    if result.front is not None:  # a multi-objective search: one arch file per member of the front
+        sections.append(write_front(run, result.records, result.front, space))
     if run.write:
-        plot_pareto(result.records, run.file("search.png"), cost="params")
+        cost = s.kwargs.get("objectives", DEFAULT_OBJECTIVES)[0] if result.front is not None else "params"
+        plot_pareto(result.records, run.file("search.png"), cost=cost, front=result.front,
+                    chosen=result.best_at[-1])
     # the chosen arch's latency as its table or predictor saw it, and as measured now with the same protocol
     latency = {f"best_{k}": v for k, v in predicted_vs_measured(space, best["arch"], cost_files).items()}
     summary = {"method": s.method, "queries": len(result.records), "best_score": best["score"],
@@ -117,12 +122,35 @@ def search_supernet(cfg: RunConfig, supernet_run: Path, run: RunDir, *, resume: 
                "best_test_top1_inherited": arch_doc["test_top1"], "search_s": round(search_s, 2),
                "wall_s": round(time.perf_counter() - start, 2)}
     run.write_json("summary.json", summary)
-    lines = [f"Best arch: `{json.dumps(best['arch'])}`", "![score vs params](search.png)"]
-    lines += [f"{name}: predicted {latency[f'best_{name}_predicted']:.3f} ms, measured "
-              f"{latency.get(f'best_{name}_measured', float('nan')):.3f} ms" for name in s.cost_files]
-    write_report(run, summary, lines)
+    sections += [f"{name}: predicted {latency[f'best_{name}_predicted']:.3f} ms, measured "
+                 f"{latency.get(f'best_{name}_measured', float('nan')):.3f} ms" for name in s.cost_files]
+    write_report(run, summary, [*sections, "![score vs cost](search.png)"])
     barrier(d)  # the files exist for every rank once the search returns
     return summary
+
+
+def arch_file(record: dict[str, Any], space: Space) -> dict[str, Any]:
+    """What an arch file holds: the arch, the space it belongs to (so a retrain rebuilds the same one), score
+    and costs."""
+    return {"arch": record["arch"], "space": space.to_config(), "score": record["score"], "cost": record["cost"]}
+
+
+def write_front(run: RunDir, records: list[dict[str, Any]], front: list[int], space: Space) -> str:
+    """`front/NN.json` (an arch file) for each member of a Pareto front, and `front.json` listing them;
+    returns the report's table of the front."""
+    listing = []
+    if run.write:
+        run.file("front").mkdir(exist_ok=True)
+    for n, pos in enumerate(front):
+        name = f"front/{n:02d}.json"
+        run.write_json(name, arch_file(records[pos], space))
+        listing.append({"file": name, "position": pos, "score": records[pos]["score"], "cost": records[pos]["cost"]})
+    run.write_json("front.json", listing)
+    costs = list(listing[0]["cost"]) if listing else []
+    lines = ["Pareto front:", "", "| file | score | " + " | ".join(costs) + " |", "|---" * (2 + len(costs)) + "|"]
+    lines += [f"| {e['file']} | {e['score']:.4f} | " + " | ".join(f"{e['cost'][c]:.4g}" for c in costs) + " |"
+              for e in listing]
+    return "\n".join(lines)
 
 
 def scoring(cfg: RunConfig, supernet_run: Path) -> dict[str, Any]:
