@@ -157,6 +157,11 @@ CASES = [
      "distill.teacher.kind"),
     ("distill-no-out", ["distill-store"], "--out"),
     # cream space-search: the space, the space_search section, and resuming
+    # cream latency: the model, the arch file, the space and the protocol
+    ("latency-model", ["latency", "measure", "--model", "nope_model"], "nope_model"),
+    ("latency-arch-missing", ["latency", "measure", "--arch", "{tmp}/none.json"], "--arch"),
+    ("latency-threads", ["latency", "measure", "--model", "resnet18", "--threads", "0"], "threads"),
+    ("latency-lut-space", ["latency", "build-lut", "not-a-space", "--out", "{tmp}/lut.json"], "not-a-space"),
     ("space-search-no-space", ["space-search"], "config key 'space' is empty"),
     ("space-search-dimension", ["space-search", PRESET, "--set", "space_search.dimensions=[width]"],
      "space_search.dimensions"),
