@@ -247,6 +247,21 @@ class ViTSpace:
         return {"params": params, "macs": macs}
 
 
+@dataclass(frozen=True)
+class TimmViTSpace(ViTSpace):
+    """The space of a timm `VisionTransformer` (`cream.supernets.from_timm`): a `ViTSpace` whose supernet and
+    models are timm's class, so a run's space.json or an exported file rebuilds a `VisionTransformer`;
+    `global_pool` is the model's ("token" or "avg")."""
+
+    family: ClassVar[str] = "timm-vit"
+    global_pool: str = "token"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.global_pool not in ("token", "avg"):
+            raise ConfigError(f"space.global_pool = {self.global_pool!r} is unknown; allowed: 'token', 'avg'")
+
+
 # ---- presets (spec §1) ----
 
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -266,19 +281,26 @@ _PRESETS: dict[str, dict[str, Any]] = {
                               num_heads=(8, 9, 10), mlp_ratios=(3.0, 3.5, 4.0)),
 }
 
-_FIELDS = {f.name for f in dataclasses.fields(ViTSpace) if f.init}
-
-
 def vit_space(**cfg: Any) -> ViTSpace:
     """A `ViTSpace` from a config mapping (family "vit"); unknown keys raise `ConfigError`."""
-    unknown = sorted(set(cfg) - _FIELDS)
+    return _from_config(ViTSpace, cfg)
+
+
+def timm_vit_space(**cfg: Any) -> TimmViTSpace:
+    """A `TimmViTSpace` from a config mapping (family "timm-vit"); unknown keys raise `ConfigError`."""
+    return _from_config(TimmViTSpace, cfg)
+
+
+def _from_config(cls: type[ViTSpace], cfg: dict[str, Any]) -> Any:
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(cfg) - fields)
     if unknown:
-        raise ConfigError(f"space keys {unknown} are unknown for family 'vit'; allowed: {sorted(_FIELDS)}")
+        raise ConfigError(f"space keys {unknown} are unknown for family '{cls.family}'; allowed: {sorted(fields)}")
     for key in ("embed_dims", "depths", "num_heads", "mlp_ratios"):
         if key not in cfg:
-            raise ConfigError(f"space.{key} is required for family 'vit'")
-    cfg.setdefault("name", "vit")
-    return ViTSpace(**cfg)
+            raise ConfigError(f"space.{key} is required for family '{cls.family}'")
+    cfg.setdefault("name", cls.family)
+    return cls(**cfg)
 
 
 def _preset(name: str):
@@ -291,6 +313,7 @@ def _preset(name: str):
 for _name in _PRESETS:
     register_space(_name, _preset(_name))
 register_family("vit", vit_space)
+register_family("timm-vit", timm_vit_space)
 
 
 # ---- published subnets (spec §7) ----

@@ -16,7 +16,6 @@ with `attn_head_dim`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import Any
 
 import torch
@@ -26,8 +25,10 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from cream.errors import ConfigError
+from cream.models.timm_vit import build_timm_vit
+from cream.registry import SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch
-from cream.spaces.vit import ViTSpace, vit_space
+from cream.spaces.vit import TimmViTSpace, timm_vit_space
 from cream.supernets.vit import ViTSupernet
 
 FROM_TIMM: dict[type, Callable[..., tuple[Any, nn.Module]]] = {}
@@ -42,15 +43,15 @@ def supernet_from_timm(model: nn.Module, weights: str | None = None, **choices: 
     """(space, supernet) of a timm model whose largest arch reproduces `model`: with the weights of `weights`
     (a file, loaded into `model` first) if given, else the module's own. `choices` replace the default choices
     of the family's dimensions."""
+    convert = next((FROM_TIMM[cls] for cls in type(model).__mro__ if cls in FROM_TIMM), None)
+    if convert is None:
+        raise ConfigError(f"supernet_from_timm: {type(model).__name__} is not supported; allowed: "
+                          f"{sorted(c.__name__ for c in FROM_TIMM)}")
     if weights is not None:
         from cream.weights import load_weights
 
         load_weights(model, weights)
-    for cls in type(model).__mro__:
-        if cls in FROM_TIMM:
-            return FROM_TIMM[cls](model, **choices)
-    raise ConfigError(f"supernet_from_timm: {type(model).__name__} is not supported; allowed: "
-                      f"{sorted(c.__name__ for c in FROM_TIMM)}")
+    return convert(model, **choices)
 
 
 # ---- VisionTransformer ---------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def _default_choices(largest: int, parts: Sequence[float], cast: type = int) -> 
     return sorted({cast(largest * p) for p in parts if cast(largest * p) > 0})
 
 
-def vit_space_of(model: VisionTransformer, **choices: Any) -> ViTSpace:
+def vit_space_of(model: VisionTransformer, **choices: Any) -> TimmViTSpace:
     """The elastic space of a timm `VisionTransformer`: its shape is the largest arch; by default embed dims
     ½, ¾ and all of it (multiples of the head dim's divisor 8), depths ½…all, heads 1…all, MLP ratios ½, ¾, 1 of
     the model's. `choices` (embed_dims, depths, num_heads, mlp_ratios) replace the defaults; the largest must be
@@ -126,43 +127,35 @@ def vit_space_of(model: VisionTransformer, **choices: Any) -> ViTSpace:
         if max(picked[key]) != top:
             raise ConfigError(f"supernet_from_timm: {key} = {list(picked[key])} must have the model's {top} as its "
                               "largest choice (the largest arch is the model)")
-    return vit_space(name=f"timm-{type(model).__name__}", **picked, img_size=model.patch_embed.img_size[0],
-                     patch_size=model.patch_embed.patch_size[0], in_chans=model.patch_embed.proj.in_channels,
-                     num_classes=model.num_classes, rel_pos=False, head_dim=E // H, norm_eps=model.norm.eps)
+    return timm_vit_space(name=f"timm-{type(model).__name__}", **picked, img_size=model.patch_embed.img_size[0],
+                          patch_size=model.patch_embed.patch_size[0], in_chans=model.patch_embed.proj.in_channels,
+                          num_classes=model.num_classes, rel_pos=False, head_dim=E // H, norm_eps=model.norm.eps,
+                          global_pool=model.global_pool)
 
 
 class TimmViTSupernet(ViTSupernet):
-    """The AutoFormer supernet of a timm `VisionTransformer`; `extract` returns a `VisionTransformer`."""
+    """The AutoFormer supernet of a timm `VisionTransformer` (pooling as the space's `global_pool`);
+    `extract` returns a `VisionTransformer`."""
+
+    def __init__(self, space: TimmViTSpace, **kwargs: Any) -> None:
+        super().__init__(space, **kwargs, global_pool=space.global_pool)
 
     @torch.no_grad()
     def extract(self, arch: Arch) -> VisionTransformer:
         """A timm `VisionTransformer` of `arch` with the active weights (per-layer heads and MLP widths)."""
         arch = self.space.validate(arch)
-        small = super().extract(arch)
-        return timm_vit(self.space, arch, self.global_pool, small.state_dict()).train(self.training).to(
-            self.cls_token.device)
+        model = build_timm_vit(self.space, arch)
+        model.load_state_dict(super().extract(arch).state_dict(), strict=True)
+        return model.train(self.training).to(self.cls_token.device)
 
 
-def timm_vit(space: ViTSpace, arch: Arch, global_pool: str, state: dict[str, torch.Tensor]) -> VisionTransformer:
-    """A timm `VisionTransformer` of an arch of `space`, holding `state` (an extracted `AutoFormer`'s)."""
-    d, sp = arch["embed_dim"], space
-    model = VisionTransformer(img_size=sp.img_size, patch_size=sp.patch_size, in_chans=sp.in_chans,
-                              num_classes=sp.num_classes, global_pool=global_pool, embed_dim=d, depth=arch["depth"],
-                              num_heads=1, mlp_ratio=1.0, fc_norm=False, weight_init="skip",
-                              norm_layer=partial(nn.LayerNorm, eps=sp.norm_eps))
-    for blk, h, r in zip(model.blocks, arch["num_heads"], arch["mlp_ratio"], strict=True):
-        blk.attn = Attention(d, num_heads=h, attn_head_dim=sp.head_dim, qkv_bias=True)
-        blk.mlp = Mlp(d, hidden_features=int(d * r))
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-def _from_vit(model: VisionTransformer, **choices: Any) -> tuple[ViTSpace, TimmViTSupernet]:
+def _from_vit(model: VisionTransformer, **choices: Any) -> tuple[TimmViTSpace, TimmViTSupernet]:
     space = vit_space_of(model, **choices)
-    net = TimmViTSupernet(space, global_pool=model.global_pool)
+    net = TimmViTSupernet(space)
     net.load_state_dict(model.state_dict(), strict=True)
     net.set_arch(space.largest())
     return space, net.train(model.training)
 
 
+register_supernet(TimmViTSpace.family, SINGLE_PATH, TimmViTSupernet)
 register_from_timm(VisionTransformer, _from_vit)

@@ -22,7 +22,7 @@ from cream.search.nsga2 import DEFAULT_OBJECTIVES
 from cream.spaces.base import Arch, Space
 from cream.train.distributed import barrier, init_distributed, split_map
 from cream.train.engine import pick_device, seed_everything
-from cream.workflows.supernet import SUPERNET_WEIGHTS, load_supernet
+from cream.workflows.supernet import SUPERNET_WEIGHTS, load_supernet, write_timm_supernet
 
 
 def load_scorer(cfg: RunConfig, supernet_run: Path) -> tuple[InheritedScorer, Splits]:
@@ -151,6 +151,16 @@ def write_front(run: RunDir, records: list[dict[str, Any]], front: list[int], sp
     lines += [f"| {e['file']} | {e['score']:.4f} | " + " | ".join(f"{e['cost'][c]:.4g}" for c in costs) + " |"
               for e in listing]
     return "\n".join(lines)
+
+
+def search_timm(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+    """Search a `from_timm` space without training: the converted supernet (its largest arch is the timm model)
+    is written into `run` itself (`write_timm_supernet`), which is then the search's supernet run and the
+    source that `cream export` extracts the found arch from."""
+    if not (run.path / SUPERNET_WEIGHTS).is_file():
+        write_timm_supernet(cfg, run)
+    barrier(init_distributed(pick_device(cfg.train.device).type))
+    return search_supernet(cfg, run.path, run, resume=resume)
 
 
 def scoring(cfg: RunConfig, supernet_run: Path) -> dict[str, Any]:

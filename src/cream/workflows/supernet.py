@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -24,6 +25,7 @@ from cream.search.inherited import place_supernet, recal_loader, select_inherite
 from cream.spaces import get_space
 from cream.spaces.base import Arch, Space
 from cream.supernets import build_supernet
+from cream.supernets.from_timm import supernet_from_timm
 from cream.train import checkpoint as ckpt
 from cream.train.distributed import barrier
 from cream.train.engine import Engine, pick_device, seed_everything
@@ -40,20 +42,67 @@ def resolve_space(cfg: RunConfig, num_classes: int) -> Space:
     Its input size must be `data.image_size`: the space's analytic costs (search limits, arch.json)
     are counted at its own size, training and export run at the data's, so a mismatch is refused.
     """
+    return _resolve(cfg, num_classes)[0]
+
+
+def configured_supernet(cfg: RunConfig, num_classes: int) -> tuple[Space, nn.Module]:
+    """The configured space and a new supernet of it (`new_supernet`): freshly initialised, or, for a
+    `from_timm` space, holding the timm model's weights, so that its largest arch is that model."""
+    space, converted = _resolve(cfg, num_classes)
+    net = new_supernet(cfg, space)
+    if converted is not None:
+        net.load_state_dict(converted.state_dict(), strict=True)
+    return space, net
+
+
+def _resolve(cfg: RunConfig, num_classes: int) -> tuple[Space, nn.Module | None]:
+    """(space, the converted timm supernet of a `from_timm` space or None), checked against the data."""
     if not cfg.space:
         raise ConfigError("config key 'space' is empty; a supernet needs one, e.g. space: {preset: autoformer-tiny}")
     spec = dict(cfg.space)
     spec.setdefault("num_classes", num_classes)
-    space = get_space(spec)
+    space, converted = timm_supernet(spec) if TIMM_KEY in spec else (get_space(spec), None)
     if getattr(space, "num_classes", num_classes) != num_classes:
         raise ConfigError(f"config key 'space.num_classes' = {space.num_classes} does not match the data, "
                           f"which has {num_classes} classes")
     key, size = _input_size(space)
     if size is not None and size != cfg.data.image_size:
+        key = f"model_kwargs.{key}" if converted is not None else key
         raise ConfigError(f"config key 'space.{key}' = {size} differs from 'data.image_size' = "
                           f"{cfg.data.image_size}; costs are counted at the space's size and models run at the "
                           "data's, so set both to the same size")
-    return space
+    return space, converted
+
+
+TIMM_KEY = "from_timm"
+_TIMM_SPEC = (TIMM_KEY, "weights", "model_kwargs", "choices", "num_classes")
+
+
+def timm_supernet(spec: dict[str, Any]) -> tuple[Space, nn.Module]:
+    """The space and supernet of `space: {from_timm: NAME, weights: FILE, model_kwargs: {...}, choices: {...}}`:
+    timm's model NAME built with `model_kwargs` (`num_classes` defaults to the spec's), the weights of FILE
+    loaded into it, converted by `supernet_from_timm` with `choices` (its largest arch is the model)."""
+    unknown = sorted(set(spec) - set(_TIMM_SPEC))
+    if unknown:
+        raise ConfigError(f"space keys {unknown} are unknown with space.{TIMM_KEY}; allowed: {list(_TIMM_SPEC)}")
+    name, kwargs, choices = spec[TIMM_KEY], spec.get("model_kwargs") or {}, spec.get("choices") or {}
+    for key, value in (("model_kwargs", kwargs), ("choices", choices)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key 'space.{key}' = {value!r} must be a mapping")
+    if not isinstance(name, str) or not timm.is_model(name):
+        raise ConfigError(f"config key 'space.{TIMM_KEY}' = {name!r} is not a timm model name; allowed: a name "
+                          "of timm.list_models(), e.g. vit_tiny_patch16_224 or swin_tiny_patch4_window7_224")
+    kwargs = {"num_classes": spec["num_classes"], **kwargs}
+    try:
+        model = timm.create_model(name, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+        raise ConfigError(f"config key 'space.model_kwargs' = {kwargs!r} does not fit timm model {name!r}: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    weights = spec.get("weights")
+    try:
+        return supernet_from_timm(model, weights=str(weights) if weights else None, **choices)
+    except CreamError as e:
+        raise type(e)(f"space.{TIMM_KEY} = {name!r}: {e}") from None
 
 
 def run_space(cfg: RunConfig, run: Path, num_classes: int) -> Space:
@@ -104,8 +153,7 @@ def train_supernet(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> dict
     start = time.perf_counter()
     seed_everything(cfg.train.seed, cfg.train.deterministic, cfg.train.threads)
     splits = build_splits(cfg.data)
-    space = resolve_space(cfg, splits.num_classes)
-    net = new_supernet(cfg, space)
+    space, net = configured_supernet(cfg, splits.num_classes)
     strategy = make_strategy(cfg.strategy, space, cfg.train.seed)
     engine = Engine(cfg, net, splits, run, strategy)
     if engine.dist.is_main:  # a resumed run records the --set keys that do not change results
@@ -146,6 +194,18 @@ def inherited_model(cfg: RunConfig, supernet_run: Path, arch: Arch, num_classes:
         recal = recal_loader(train if train is not None else build_splits(cfg.data).train, cfg, device)
     model = select_inherited(net, arch, cfg, recal).extract(arch)
     return model.to("cpu", memory_format=torch.contiguous_format)
+
+
+def write_timm_supernet(cfg: RunConfig, run: RunDir) -> None:
+    """Write the supernet of `cfg`'s `from_timm` space as converted, untrained (its largest arch is the timm
+    model), into `run` the way a supernet run holds it (supernet.safetensors, space.json): `cream search` and
+    `cream export` then read `run` like a trained supernet run."""
+    if not run.write:  # torchrun: rank 0 writes, the others read the files after a barrier
+        return
+    seed_everything(cfg.train.seed, threads=cfg.train.threads)  # a timm model without weights is random
+    space, net = configured_supernet(cfg, build_splits(cfg.data).num_classes)
+    run.write_json(SPACE_FILE, space.to_config())
+    save_weights(net, run.file(SUPERNET_WEIGHTS))  # last: its presence means the run holds a supernet
 
 
 def load_supernet(cfg: RunConfig, supernet_run: Path, num_classes: int) -> nn.Module:
