@@ -125,7 +125,7 @@ def test_a_search_under_a_latency_limit_returns_an_arch_measured_within_it(tmp_p
     space = get_space(SPLIT)
     table = build_lut(space, FAST, calibration_archs=2)
     save_latency_model(table, tmp_path / "lut.json")
-    assert table.units["ir_k7_e6|c48-48|s1|h32"] > 3 * table.units["ir_k3_e1|c48-48|s1|h32"]
+    assert table.units["ir_k7_e6|c48-48|s1|h32"] > 2 * table.units["ir_k3_e1|c48-48|s1|h32"]
     one_dear = {"ops": [["ir_k3_e1"], ["ir_k3_e1", "ir_k7_e6"], ["cn_k1"]]}
     both = {"ops": [["ir_k3_e1"], ["ir_k7_e6", "ir_k7_e6"], ["cn_k1"]]}
     low, high = table.predict(space, one_dear), table.predict(space, both)
