@@ -121,3 +121,7 @@ def test_cdarts_resumes_after_sigkill_bit_identically_and_writes_arch_json(tmp_p
     doc = json.loads((ref.path / "arch.json").read_text())
     assert doc["arch"]["ops"] and doc == json.loads((tmp_path / "killed" / "arch.json").read_text())
     assert doc["arch"] == a["strategy"]["genotype"]
+    epochs = [json.loads(line) for line in (ref.path / "metrics.jsonl").read_text().splitlines()
+              if "genotype" in line]
+    assert [("eval_net_top1" in r, r["genotype"] is None) for r in epochs] == [(False, False), (True, False),
+                                                                              (True, False)]

@@ -198,11 +198,16 @@ class Cdarts(Darts):
             return e.optimize(e.criterion(e.forward_model(images), targets))
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Log the evaluation network's val top-1 (of the epoch's genotype, before it is derived again)."""
+        e, record = self.engine, {}
+        if self.genotype is not None and e.splits.val is not None \
+                and (epoch + 1) % e.cfg.train.eval_every_epochs == 0:
+            record["eval_net_top1"] = e.evaluate(e.splits.val, self.eval_net)["top1"]
         if epoch + 1 == self.pretrain_epochs:
             self.build()
         elif epoch >= self.pretrain_epochs + self.warmup_epochs:
             self.rederive()
-        return {**super().end_epoch(epoch), "genotype": self.genotype}
+        return {**super().end_epoch(epoch), **record, "genotype": self.genotype}
 
     def eval_archs(self) -> list[tuple[str, Any]]:
         return [("derived", self.engine.model.derive())]
