@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--archive", default=str(SHARED / "cifar10" / "cifar10-jpg.tar.gz"))
     ap.add_argument("--out", required=True)
     ap.add_argument("--set", dest="common", action="append", default=[], help="override for every method")
-    for m in ("spos", "darts", "gdas", "setn"):
+    for m in ("spos", "darts", "gdas", "setn", "cdarts"):
         ap.add_argument(f"--set-{m}", dest=m, action="append", default=[], help=f"override for {m} only")
     args = ap.parse_args()
 

@@ -40,8 +40,8 @@ def test_oneshot_bench_looks_each_seed_up_and_summarises(nb201_table, tmp_path, 
 
 def test_oneshot_bench_refuses_bad_arguments(nb201_table, capsys):
     common = ["bench", "nb201-oneshot", "--table", str(nb201_table), "--data", "x.tar.gz"]
-    assert main([*common, "--method", "cdarts"]) == 2
-    assert "--method = 'cdarts' is not available; choose one of ['darts', 'gdas', 'setn', 'spos']" in \
+    assert main([*common, "--method", "enas"]) == 2
+    assert "--method = 'enas' is not available; choose one of ['cdarts', 'darts', 'gdas', 'setn', 'spos']" in \
         capsys.readouterr().err
     assert main([*common, "--method", "setn", "--train-images", "205"]) == 2
     assert "--train-images = 205 must be a multiple of 10" in capsys.readouterr().err

@@ -138,8 +138,8 @@ class TrainConfig:
 class StrategyConfig:
     """How a supernet is trained (see docs/strategies.md for each strategy's parameters)."""
 
-    name: str = option("uniform", choices=["uniform", "cream", "shrink", "darts", "gdas", "setn", "nse", "abs",
-                                           "ensemble", "ensemble_shrink"])
+    name: str = option("uniform", choices=["uniform", "cream", "shrink", "darts", "gdas", "setn", "cdarts", "nse",
+                                           "abs", "ensemble", "ensemble_shrink"])
     kwargs: dict = option({}, doc="strategy parameters")
 
 

@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and the best-so-far curve.")
     p.add_argument("benchmark", choices=["nb201", "nb201-oneshot"],
                    help="nb201: a search method on the table; nb201-oneshot: a one-shot method (--method spos, darts, "
-                        "gdas, setn) trained on CIFAR-10 images, its cell looked up in the table")
+                        "gdas, setn, cdarts) trained on CIFAR-10 images, its cell looked up in the table")
     p.add_argument("--table", help="nb201.csv (default: $CREAM_SHARED_DATA/nb201/nb201.csv or "
                                    "../shared/data/nb201/nb201.csv)")
     p.add_argument("--method", "--strategy", dest="method", default=None,
@@ -78,7 +78,7 @@ def oneshot(args: argparse.Namespace) -> int:
     from cream.workflows.oneshot_bench import oneshot_config, run_oneshot
 
     if args.method is None:
-        raise ConfigError("cream bench nb201-oneshot needs --method (spos, darts, gdas or setn)")
+        raise ConfigError("cream bench nb201-oneshot needs --method (spos, darts, gdas, setn or cdarts)")
     oneshot_config(args.method, args.epochs, args.train_images, 0, "", args.overrides)  # bad arguments fail first
     table = NB201Table(nb201_table_path(args.table))
     out = Path(args.out or f"runs/bench-nb201-oneshot-{args.method}")

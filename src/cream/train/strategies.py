@@ -6,6 +6,7 @@ from cream.config import StrategyConfig
 from cream.errors import ConfigError
 from cream.spaces.base import Space
 from cream.train.abs import Abs
+from cream.train.cdarts import Cdarts
 from cream.train.cream import Cream
 from cream.train.darts import Darts
 from cream.train.ensemble import DiversityShrink, EnsembleUniform
@@ -17,7 +18,7 @@ from cream.train.strategy import Strategy
 from cream.train.uniform import Uniform
 
 STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts,
-                                         "gdas": Gdas, "setn": Setn, "nse": Nse, "abs": Abs,
+                                         "gdas": Gdas, "setn": Setn, "cdarts": Cdarts, "nse": Nse, "abs": Abs,
                                          "ensemble": EnsembleUniform, "ensemble_shrink": DiversityShrink}
 
 

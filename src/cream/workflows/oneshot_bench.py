@@ -23,8 +23,8 @@ from cream.tabular import NB201Table
 from cream.workflows.search import search_supernet
 from cream.workflows.supernet import train_supernet
 
-#: method → the supernet strategy that trains it (CDARTS will join with its own controller).
-METHODS = {"spos": "uniform", "darts": "darts", "gdas": "gdas", "setn": "setn"}
+#: method → the supernet strategy that trains it.
+METHODS = {"spos": "uniform", "darts": "darts", "gdas": "gdas", "setn": "setn", "cdarts": "cdarts"}
 REPORTED = {"cifar10": "cifar10_test_200ep", "cifar100": "cifar100_test_200ep",
             "imagenet16": "imagenet16_test_200ep"}
 
