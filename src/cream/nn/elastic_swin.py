@@ -90,7 +90,7 @@ class ElasticPatchMerging(nn.Module):
 def relative_index(window: int, device: torch.device) -> Tensor:
     """timm's relative-position index of a square window, flattened (cached per window and device)."""
     with torch.inference_mode(False):
-        return get_relative_position_index(window, window, device=device).view(-1)
+        return get_relative_position_index(window, window).view(-1).to(device)  # timm < 1.0.20 takes no device
 
 
 @lru_cache(maxsize=64)
