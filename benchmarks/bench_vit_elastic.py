@@ -28,7 +28,7 @@ import time
 from functools import partial
 
 import torch
-from common import time_round_robin
+from common import eval_step, time_round_robin, train_step
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -44,15 +44,6 @@ def _uniform(dim: int, heads: int) -> dict:
 SHAPES = {"tiny": ("autoformer-tiny", _uniform(192, 3)), "small": ("autoformer-small", _uniform(384, 6)),
           "t": ("autoformer-tiny-ext", published_archs()["tiny"])}
 
-
-def _eval_step(model: nn.Module, x: torch.Tensor) -> None:
-    with torch.inference_mode():
-        model(x)
-
-
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    model.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(model(x), y).backward()
 
 
 def bench_shape(size: str, batch: int, repeats: int, stat) -> dict:
@@ -75,7 +66,7 @@ def bench_shape(size: str, batch: int, repeats: int, stat) -> dict:
         for mode in ("eval", "train"):
             for m in models.values():
                 m.train(mode == "train")
-            step = partial(_eval_step, x=x) if mode == "eval" else partial(_train_step, x=x, y=y)
+            step = partial(eval_step, x=x) if mode == "eval" else partial(train_step, x=x, y=y)
             t = time_round_robin({k: partial(step, m) for k, m in models.items()}, repeats, stat=stat)
             res = {f"{k}_s": round(v, 4) for k, v in t.items()}
             res["supernet_vs_extracted"] = round(t["supernet"] / t["extracted"], 3)

@@ -22,9 +22,8 @@ from functools import partial
 
 import timm
 import torch
-from common import time_round_robin
+from common import eval_step, time_round_robin, train_step
 from timm.models.swin_transformer import SwinTransformer
-from torch import nn
 
 from cream.models.swin import swin_kwargs
 from cream.spaces import get_space
@@ -35,15 +34,6 @@ NARROW = {"depth": [2, 2, 6, 2], "embed_dim": [64, 128, 320, 640], "num_heads": 
           "mlp_ratio": [3.5] * 4, "window_size": [14, 7, 7, 7]}
 SHAPES = {"s3t": released_archs()["tiny"], "narrow": NARROW}
 
-
-def _eval_step(model: nn.Module, x: torch.Tensor) -> None:
-    with torch.inference_mode():
-        model(x)
-
-
-def _train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-    model.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(model(x), y).backward()
 
 
 def bench_shape(shape: str, batch: int, repeats: int, stat, modes: list[str]) -> dict:
@@ -64,7 +54,7 @@ def bench_shape(shape: str, batch: int, repeats: int, stat, modes: list[str]) ->
     for mode in modes:
         for m in models.values():
             m.train(mode == "train")
-        step = partial(_eval_step, x=x) if mode == "eval" else partial(_train_step, x=x, y=y)
+        step = partial(eval_step, x=x) if mode == "eval" else partial(train_step, x=x, y=y)
         t = time_round_robin({k: partial(step, m) for k, m in models.items()}, repeats, stat=stat)
         out[mode] = {**{f"{k}_s": round(v, 4) for k, v in t.items()},
                      "supernet_vs_extracted": round(t["supernet"] / t["extracted"], 3),
