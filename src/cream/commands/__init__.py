@@ -128,17 +128,23 @@ def print_summary(args: argparse.Namespace, summary: dict[str, Any], run_path: P
 
 
 def nb201_table_path(given: str | None) -> Path:
-    """--table, else `$CREAM_SHARED_DATA/nb201/nb201.csv`, else `../shared/data/nb201/nb201.csv` from the cwd."""
+    """--table, else the shared NAS-Bench-201 table (see `shared_data_file`)."""
+    return shared_data_file(given, "nb201/nb201.csv", "NAS-Bench-201 table", "--table PATH")
+
+
+def shared_data_file(given: str | None, relative: str, what: str, option: str) -> Path:
+    """`given`, else `$CREAM_SHARED_DATA/<relative>`, else `../shared/data/<relative>` from the cwd: the first
+    that is a file; none is a one-line error naming the places looked at and the option to pass."""
     import os
 
     from cream.errors import CreamError
 
     if given:
         return Path(given)
-    candidates = [Path("..") / "shared" / "data" / "nb201" / "nb201.csv"]
+    candidates = [Path("..") / "shared" / "data" / relative]
     if os.environ.get("CREAM_SHARED_DATA"):
-        candidates.insert(0, Path(os.environ["CREAM_SHARED_DATA"]) / "nb201" / "nb201.csv")
+        candidates.insert(0, Path(os.environ["CREAM_SHARED_DATA"]) / relative)
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
-        raise CreamError(f"no NAS-Bench-201 table at {' or '.join(map(str, candidates))}; pass --table PATH")
+        raise CreamError(f"no {what} at {' or '.join(map(str, candidates))}; pass {option}")
     return found

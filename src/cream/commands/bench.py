@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cream.commands import add_set_option, nb201_table_path
+from cream.commands import add_set_option, nb201_table_path, shared_data_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -81,9 +81,10 @@ def oneshot(args: argparse.Namespace) -> int:
         raise ConfigError("cream bench nb201-oneshot needs --method (spos, darts, gdas, setn or cdarts)")
     oneshot_config(args.method, args.epochs, args.train_images, 0, "", args.overrides)  # bad arguments fail first
     table = NB201Table(nb201_table_path(args.table))
+    archive = shared_data_file(args.data, "cifar10/cifar10-jpg.tar.gz", "CIFAR-10 archive", "--data PATH")
     out = Path(args.out or f"runs/bench-nb201-oneshot-{args.method}")
-    res = run_oneshot(args.method, args.epochs, args.train_images, args.seeds, table, cifar10_archive(args.data),
-                      out, args.overrides)
+    res = run_oneshot(args.method, args.epochs, args.train_images, args.seeds, table, str(archive), out,
+                      args.overrides)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -95,20 +96,3 @@ def oneshot(args: argparse.Namespace) -> int:
     print("mean ± std: " + "  ".join(f"{k} {res[k]['mean']:.2f} ± {res[k]['std']:.2f}"
                                      for k in ("cifar10", "cifar100", "imagenet16", "wall_s")))
     return 0
-
-
-def cifar10_archive(given: str | None) -> str:
-    """--data, else `$CREAM_SHARED_DATA/cifar10/cifar10-jpg.tar.gz`, else `../shared/data/cifar10/...`."""
-    import os
-
-    from cream.errors import CreamError
-
-    if given:
-        return given
-    candidates = [Path("..") / "shared" / "data" / "cifar10" / "cifar10-jpg.tar.gz"]
-    if os.environ.get("CREAM_SHARED_DATA"):
-        candidates.insert(0, Path(os.environ["CREAM_SHARED_DATA"]) / "cifar10" / "cifar10-jpg.tar.gz")
-    found = next((p for p in candidates if p.is_file()), None)
-    if found is None:
-        raise CreamError(f"no CIFAR-10 archive at {[str(p) for p in candidates]}; pass --data")
-    return str(found)
