@@ -94,22 +94,16 @@ def measure(args: argparse.Namespace) -> int:
 
 
 def _arch_model(path: str):  # -> nn.Module
-    from pathlib import Path
-
     from cream.errors import CreamError
     from cream.models import build_model
     from cream.spaces import get_space
+    from cream.spaces.base import read_arch_file
 
-    file = Path(path)
-    if not file.is_file():
-        raise CreamError(f"--arch '{path}' does not exist; give an arch.json written by `cream search`")
-    try:
-        doc = json.loads(file.read_text())
-        arch, space = doc["arch"], doc["space"]
-    except (ValueError, KeyError, TypeError):
+    arch, doc = read_arch_file(path)
+    if not (isinstance(doc, dict) and "arch" in doc and "space" in doc):
         raise CreamError(f"--arch '{path}' is not an arch file: it needs JSON keys 'arch' and 'space' "
-                         "(as `cream search` writes arch.json)") from None
-    return build_model(get_space(space), arch)
+                         "(as `cream search` writes arch.json)")
+    return build_model(get_space(doc["space"]), arch)
 
 
 def build_lut(args: argparse.Namespace) -> int:
