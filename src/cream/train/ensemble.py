@@ -83,8 +83,7 @@ class EnsembleUniform(Uniform):
         super().__init__(space, seed)
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
-        self.step_arch = self.arch_for_step(step)
-        self.engine.model.set_arch(self.step_arch)
+        self.use_step_arch(step)
         return member_loss(self.engine.criterion, model(images, members=True), targets)
 
 

@@ -171,7 +171,8 @@ class Nse(Strategy):
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> float | None:
         e = self.engine
-        self._prune()
+        if step % self.arch_every == 0:  # α moves only on the step before (alpha_step): prune after it
+            self._prune()
         probs = [[self.include_prob] * len(ops) for ops in self.space.active]
         e.model.set_arch(self.space.sample(step_rng(self.seed, step), probs))
         with e.autocast():

@@ -68,22 +68,18 @@ class Setn(Darts):
         (legacy) consecutive slices of a shuffle of the val split seeded by (seed, step)."""
         val = self.engine.splits.val
         n = min(self.eval_images, len(val))
+
+        def batch(idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            items = [val[i] for i in idx]
+            return self.engine.to_device(torch.stack([im for im, _ in items]), torch.tensor([int(t) for _, t in items]))
+
         if not self.legacy_single_batch:
-            order = [list(range(n))] * count
-        else:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.engine.step)
-            perm = torch.randperm(len(val), generator=g).tolist()
-            order = [[perm[(i * n + j) % len(val)] for j in range(n)] for i in range(count)]
-        cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
-        out = []
-        for idx in order:
-            if tuple(idx) not in cache:
-                items = [val[i] for i in idx]
-                images = torch.stack([im for im, _ in items])
-                targets = torch.tensor([int(t) for _, t in items])
-                cache[tuple(idx)] = self.engine.to_device(images, targets)
-            out.append(cache[tuple(idx)])
-        return out
+            return [batch(list(range(n)))] * count  # loaded once, shared by every candidate
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.engine.step)
+        perm = torch.randperm(len(val), generator=g).tolist()
+        starts = [i * n % len(val) for i in range(count)]  # a slice is fixed by its start: load each once
+        loaded = {s: batch([perm[(s + j) % len(val)] for j in range(n)]) for s in set(starts)}
+        return [loaded[s] for s in starts]
 
     @torch.no_grad()
     def select(self) -> dict[str, Any]:

@@ -45,9 +45,13 @@ class Uniform(Strategy):
     def arch_for_step(self, step: int) -> Arch:
         return self.space.sample(step_rng(self.seed, step), **self.sample_kwargs)
 
-    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+    def use_step_arch(self, step: int) -> None:
+        """Draw the arch of `step` into `step_arch` and select it in the supernet."""
         self.step_arch = self.arch_for_step(step)
         self.engine.model.set_arch(self.step_arch)
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        self.use_step_arch(step)
         return self.engine.criterion(model(images), targets)
 
     def eval_archs(self) -> list[tuple[str, Any]]:
