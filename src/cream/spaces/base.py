@@ -7,6 +7,7 @@ imports torch, so searches over a space are fast and easy to test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Hashable, Mapping, Sequence
@@ -72,6 +73,20 @@ class EvolvableSpace(Space, Protocol):
     def with_dimensions(self, mapping: Mapping[str, Sequence[Any]]) -> Space:
         """A new, validated space of the same family with the named dimensions' choices replaced (values
         outside the current range allowed; its supernet shape fits the new choices); `ConfigError` otherwise."""
+
+
+def space_from_config(cls: type, cfg: dict[str, Any], required: Sequence[str], hint: str = "") -> Any:
+    """A dataclass space `cls` (with a `family` class attribute) from a config mapping: unknown or missing keys
+    raise `ConfigError` naming them; `name` defaults to the family."""
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(cfg) - fields)
+    if unknown:
+        raise ConfigError(f"space keys {unknown} are unknown for family '{cls.family}'; allowed: {sorted(fields)}")
+    for key in required:
+        if key not in cfg:
+            raise ConfigError(f"space.{key} is required for family '{cls.family}'{hint}")
+    cfg.setdefault("name", cls.family)
+    return cls(**cfg)
 
 
 def arch_key(arch: Arch) -> Hashable:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 from cream.errors import ArchError, ConfigError
 from cream.registry import register_family, register_space
-from cream.spaces.base import Arch, check_choice, check_keys, narrowed, plain
+from cream.spaces.base import Arch, check_choice, check_keys, narrowed, plain, space_from_config
 
 DIMS = ("depth", "embed_dim", "num_heads", "mlp_ratio", "window_size")
 # the config field holding each dimension's per-stage choices, and its super (supernet-shape) field
@@ -284,19 +284,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
                              num_classes=10),
 }
 
-_INIT_FIELDS = {f.name for f in dataclasses.fields(SwinSpace) if f.init}
-
-
 def swin_space(**cfg: Any) -> SwinSpace:
     """A `SwinSpace` from a config mapping (family "swin"); unknown keys raise `ConfigError`."""
-    unknown = sorted(set(cfg) - _INIT_FIELDS)
-    if unknown:
-        raise ConfigError(f"space keys {unknown} are unknown for family 'swin'; allowed: {sorted(_INIT_FIELDS)}")
-    for key in FIELDS.values():
-        if key not in cfg:
-            raise ConfigError(f"space.{key} is required for family 'swin' (one list of choices per stage)")
-    cfg.setdefault("name", "swin")
-    return SwinSpace(**cfg)
+    return space_from_config(SwinSpace, cfg, tuple(FIELDS.values()), " (one list of choices per stage)")
 
 
 def _preset(name: str):

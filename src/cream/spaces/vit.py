@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from cream.errors import ArchError, ConfigError
 from cream.registry import register_family, register_space
-from cream.spaces.base import Arch, check_choice, check_keys, narrowed, plain
+from cream.spaces.base import Arch, check_choice, check_keys, narrowed, plain, space_from_config
 
 ARCH_KEYS = ("embed_dim", "depth", "num_heads", "mlp_ratio")
 
@@ -281,26 +281,17 @@ _PRESETS: dict[str, dict[str, Any]] = {
                               num_heads=(8, 9, 10), mlp_ratios=(3.0, 3.5, 4.0)),
 }
 
+_REQUIRED = ("embed_dims", "depths", "num_heads", "mlp_ratios")
+
+
 def vit_space(**cfg: Any) -> ViTSpace:
     """A `ViTSpace` from a config mapping (family "vit"); unknown keys raise `ConfigError`."""
-    return _from_config(ViTSpace, cfg)
+    return space_from_config(ViTSpace, cfg, _REQUIRED)
 
 
 def timm_vit_space(**cfg: Any) -> TimmViTSpace:
     """A `TimmViTSpace` from a config mapping (family "timm-vit"); unknown keys raise `ConfigError`."""
-    return _from_config(TimmViTSpace, cfg)
-
-
-def _from_config(cls: type[ViTSpace], cfg: dict[str, Any]) -> Any:
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(cfg) - fields)
-    if unknown:
-        raise ConfigError(f"space keys {unknown} are unknown for family '{cls.family}'; allowed: {sorted(fields)}")
-    for key in ("embed_dims", "depths", "num_heads", "mlp_ratios"):
-        if key not in cfg:
-            raise ConfigError(f"space.{key} is required for family '{cls.family}'")
-    cfg.setdefault("name", cls.family)
-    return cls(**cfg)
+    return space_from_config(TimmViTSpace, cfg, _REQUIRED)
 
 
 def _preset(name: str):
