@@ -106,13 +106,17 @@ def supernet_quality(
                                            for i in (order[-1], order[0]))
     stats["proxies"] = {}
     for name in proxies:
-        ref = rank_stats(true, [float(c[name]) for c in costs], ks)
-        stats["proxies"][name] = {k: ref[k] for k in ("kendall_tau", "spearman_rho", "top10_kendall_tau",
-                                                      "precision_at_k")}
+        stats["proxies"][name] = yardstick_stats(true, [float(c[name]) for c in costs], ks)
     stats["warnings"] = [f"the supernet ranks worse than the trivial proxy '{name}': Kendall tau "
                          f"{stats['kendall_tau']:.3f} < {ref['kendall_tau']:.3f}"
                          for name, ref in stats["proxies"].items() if _beats(ref["kendall_tau"], stats["kendall_tau"])]
     return stats
+
+
+def yardstick_stats(true: Sequence[float], pred: Sequence[float], ks: Sequence[float] = DEFAULT_KS) -> dict[str, Any]:
+    """The `rank_stats` a yardstick (a proxy, a short schedule) is compared on: the rank figures, not the pick."""
+    ref = rank_stats(true, pred, ks)
+    return {k: ref[k] for k in ("kendall_tau", "spearman_rho", "top10_kendall_tau", "precision_at_k")}
 
 
 def _beats(proxy: float, supernet: float) -> bool:

@@ -17,16 +17,15 @@ scored once per measurement however often it is drawn.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from cream.config import SpaceSearchConfig
 from cream.cost.limits import Feasible
 from cream.errors import ConfigError
 from cream.search import search
+from cream.search.base import ScoreMany
 from cream.spaces.base import Arch, EvolvableSpace, Space, arch_key
-
-ScoreMany = Callable[[list[Arch]], list[float]]
 
 
 def evolvable(space: Space, dimensions: Sequence[str] = ()) -> EvolvableSpace:

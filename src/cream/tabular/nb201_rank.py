@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from cream.report.plots import plot_rank_scatter
-from cream.search.rank import DEFAULT_KS, rank_stats, stratified_sample, supernet_quality
+from cream.search.rank import DEFAULT_KS, stratified_sample, supernet_quality, yardstick_stats
 from cream.spaces.base import Arch
 from cream.spaces.nb201 import NB201Space, arch_to_str, index_to_arch
 from cream.tabular.nb201 import NB201Table
@@ -46,9 +46,7 @@ def rank_scores(score: Callable[[list[Arch]], list[float]], table: NB201Table, s
     reference = {}
     for column in REFERENCES:
         values = table.column(column)
-        ref = rank_stats(true, [float(values[i]) for i in indices], ks)
-        reference[column] = {k: ref[k] for k in ("kendall_tau", "spearman_rho", "top10_kendall_tau",
-                                                 "precision_at_k")}
+        reference[column] = yardstick_stats(true, [float(values[i]) for i in indices], ks)
     quality = supernet_quality(true, scores, costs, ks=ks)
     for extreme in ("largest", "smallest", "pick"):
         quality[extreme]["arch"] = records[quality[extreme]["position"]]["arch"]
