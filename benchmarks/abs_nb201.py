@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, SHARED
+from common import CIFAR10_ARCHIVE, NB201_TABLE, REPO
 
 CONFIG = REPO / "configs" / "nb201" / "supernet-cifar10-cpu.yaml"
 TOTAL = 5**6
@@ -40,8 +40,8 @@ TOTAL = 5**6
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", default=str(SHARED / "nb201" / "nb201.csv"))
-    ap.add_argument("--archive", default=str(SHARED / "cifar10" / "cifar10-jpg.tar.gz"))
+    ap.add_argument("--table", default=str(NB201_TABLE))
+    ap.add_argument("--archive", default=str(CIFAR10_ARCHIVE))
     ap.add_argument("--per-class", type=int, default=300)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=5)

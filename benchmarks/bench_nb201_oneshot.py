@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from common import SHARED
+from common import CIFAR10_ARCHIVE, NB201_TABLE
 
 
 def main() -> None:
@@ -27,8 +27,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--train-images", type=int, default=400)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--table", default=str(SHARED / "nb201" / "nb201.csv"))
-    ap.add_argument("--archive", default=str(SHARED / "cifar10" / "cifar10-jpg.tar.gz"))
+    ap.add_argument("--table", default=str(NB201_TABLE))
+    ap.add_argument("--archive", default=str(CIFAR10_ARCHIVE))
     ap.add_argument("--out", required=True)
     ap.add_argument("--set", dest="common", action="append", default=[], help="override for every method")
     for m in ("spos", "darts", "gdas", "setn", "cdarts"):

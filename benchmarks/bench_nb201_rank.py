@@ -19,15 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, SHARED
+from common import CIFAR10_ARCHIVE, NB201_TABLE, REPO
 
 CONFIG = REPO / "configs" / "nb201" / "supernet-cifar10-cpu.yaml"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", default=str(SHARED / "nb201" / "nb201.csv"))
-    ap.add_argument("--archive", default=str(SHARED / "cifar10" / "cifar10-jpg.tar.gz"))
+    ap.add_argument("--table", default=str(NB201_TABLE))
+    ap.add_argument("--archive", default=str(CIFAR10_ARCHIVE))
     ap.add_argument("--sample", type=int, default=100)
     ap.add_argument("--bn-recal-images", type=int, default=256)
     ap.add_argument("--epochs", type=int, help="override train.epochs of the config")

@@ -13,12 +13,11 @@ import argparse
 import json
 import time
 
-from common import SHARED
+from common import NB201_TABLE
 
 from cream.search.rank import kendall_tau, spearman_rho, stratified_sample
 from cream.tabular import NB201Table, run_bench
 
-DEFAULT_TABLE = SHARED / "nb201" / "nb201.csv"
 CHECKPOINTS = (25, 50, 100, 200, 500)
 THRESHOLDS = (93.9, 94.1)
 RUNS = {
@@ -37,7 +36,7 @@ def first_passing(curve: list[dict], threshold: float) -> int | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", default=str(DEFAULT_TABLE))
+    ap.add_argument("--table", default=str(NB201_TABLE))
     ap.add_argument("--seeds", type=int, default=100)
     ap.add_argument("--queries", type=int, default=max(CHECKPOINTS))
     args = ap.parse_args()

@@ -11,6 +11,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CREAM_SHARED_DATA", REPO.parent / "shared" / "data"))  # the project's real data
+NB201_TABLE = SHARED / "nb201" / "nb201.csv"
+CIFAR10_ARCHIVE = SHARED / "cifar10" / "cifar10-jpg.tar.gz"
 
 
 def eval_step(model: torch.nn.Module, x: torch.Tensor) -> None:

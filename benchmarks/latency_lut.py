@@ -30,7 +30,7 @@ import sys
 import time
 
 import numpy as np
-from common import SHARED
+from common import NB201_TABLE
 from scipy.stats import spearmanr
 
 from cream.cost.latency import TimingProtocol, environment, time_model
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nb201", action="store_true", help="the NAS-Bench-201 device-latency check instead")
     ap.add_argument("--nb201-fit", type=int, default=100)
-    ap.add_argument("--table", default=str(SHARED / "nb201" / "nb201.csv"))
+    ap.add_argument("--table", default=str(NB201_TABLE))
     args = ap.parse_args()
     print(json.dumps(nb201(args) if args.nb201 else timed(args)))
 

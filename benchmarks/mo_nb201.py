@@ -20,7 +20,7 @@ import statistics
 import time
 
 import numpy as np
-from common import SHARED
+from common import NB201_TABLE
 from pymoo.indicators.hv import HV
 
 from cream.cost.models import register_cost_model
@@ -28,7 +28,6 @@ from cream.search import make_search
 from cream.spaces.nb201 import NB201Space, arch_to_index
 from cream.tabular import NB201Table
 
-DEFAULT_TABLE = SHARED / "nb201" / "nb201.csv"
 CHECKPOINTS = (100, 300)
 SEARCH, TEST = "cifar10_val_12ep", "cifar10_test_200ep"
 
@@ -41,7 +40,7 @@ def normalised(values: np.ndarray, worse_high: bool) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--table", default=str(DEFAULT_TABLE))
+    ap.add_argument("--table", default=str(NB201_TABLE))
     ap.add_argument("--device", default="pixel3", help="latency column lat_ms_<device> of the table")
     ap.add_argument("--seeds", type=int, default=30)
     ap.add_argument("--population", type=int, default=20)

@@ -23,7 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import SHARED
+from common import CIFAR10_ARCHIVE
 
 from cream.config import RunConfig, load_config
 from cream.run_dir import RunDir
@@ -43,7 +43,7 @@ ENSEMBLE = {"family": "ensemble", "member": MEMBER, "members": 2}  # splits: the
 
 def data(per_class: int, test_per_class: int) -> list[str]:
     return [
-        "data.name=imagefolder", f"data.root={SHARED / 'cifar10' / 'cifar10-jpg.tar.gz'}", "data.image_size=16",
+        "data.name=imagefolder", f"data.root={CIFAR10_ARCHIVE}", "data.image_size=16",
         f"data.train_per_class={per_class}", f"data.test_per_class={test_per_class}", "data.val_fraction=0.1",
         "data.batch_size=64", "data.eval_batch_size=500", "data.train_crop=pad", "data.pad=2", "data.hflip=0.5",
         "data.mean=[0.4913, 0.4821, 0.4465]", "data.std=[0.2452, 0.2428, 0.2606]",

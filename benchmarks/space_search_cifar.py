@@ -15,7 +15,7 @@ import statistics
 import time
 from pathlib import Path
 
-from common import SHARED
+from common import CIFAR10_ARCHIVE
 
 from cream.config import RunConfig, from_dict, with_overrides
 from cream.run_dir import RunDir
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="runs/bench-s3")
     args = ap.parse_args()
-    archive = SHARED / "cifar10" / "cifar10-jpg.tar.gz"
+    archive = CIFAR10_ARCHIVE
     out = Path(args.out)
     cfg = from_dict(RunConfig, config(archive, args.steps, args.threads))
     start = time.perf_counter()

@@ -109,3 +109,19 @@ def kill_at_checkpoint(victim: subprocess.Popen, checkpoints: Path, step: int, t
     victim.send_signal(signal.SIGKILL)
     victim.communicate()
     assert victim.returncode == -signal.SIGKILL
+
+
+def resume_matches(reference: Path, killed: Path, files: tuple[str, ...]) -> None:
+    """Resume the killed supernet run at `killed` in-process; assert its weights and `files` equal `reference`'s."""
+    from safetensors.torch import load_file
+
+    from cream.config import RunConfig, load_config
+    from cream.run_dir import RunDir
+    from cream.workflows.supernet import train_supernet
+
+    run = RunDir.create(str(killed), "supernet", resume=True)
+    train_supernet(load_config(RunConfig, run.file("config.yaml")), run, resume=True)
+    a, b = load_file(reference / "supernet.safetensors"), load_file(killed / "supernet.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name in files:
+        assert (reference / name).read_text() == (killed / name).read_text(), name

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_at_checkpoint
-from safetensors.torch import load_file
+from conftest import kill_at_checkpoint, resume_matches
 
 from cream.cli import main
 from cream.config import RunConfig, load_config
@@ -190,12 +189,7 @@ def test_killed_abs_run_resumes_bit_identically(shrunk, tmp_path):
     kill_at_checkpoint(victim, tmp_path / "killed" / "checkpoints", 2 * per_epoch + 3)  # after the rebase
     state = load(list_checkpoints(tmp_path / "killed" / "checkpoints")[-1])
     assert state["strategy"]["rebased_after"] == 1 and state["strategy"]["base"]
-    killed = RunDir.create(str(tmp_path / "killed"), "supernet", resume=True)
-    train_supernet(load_config(RunConfig, killed.file("config.yaml")), killed, resume=True)
-    a, b = load_file(shrunk / "supernet.safetensors"), load_file(tmp_path / "killed" / "supernet.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    for name in ("space.json", "abs.json"):
-        assert (shrunk / name).read_text() == (tmp_path / "killed" / name).read_text()
+    resume_matches(shrunk, tmp_path / "killed", ("space.json", "abs.json"))
 
 
 def test_search_runs_in_the_shrunk_space(shrunk, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import nested_equal
+from conftest import nested_equal, sets
 from test_darts import SPACE, TINY
 
 import cream
@@ -44,6 +44,21 @@ def _engine(strategy: str, *extra: str) -> Engine:
     splits = build_splits(cfg.data)
     space = resolve_space(cfg, splits.num_classes)
     return Engine(cfg, new_supernet(cfg, space), splits, None, make_strategy(cfg.strategy, space, 0))
+
+
+def resume_matches_uninterrupted(tmp_path: Path, extra: list[str], steps: int) -> tuple[dict, dict]:
+    """Resume the killed run at tmp_path/killed and train the same config uninterrupted at tmp_path/ref; assert
+    both end bit-identical (final checkpoint and arch.json). Returns the reference's last checkpoint and arch.json."""
+    ref = RunDir.create(str(tmp_path / "ref"), "supernet")
+    train_supernet(load_config(RunConfig, None, [*TINY, *extra]), ref)
+    assert faults.cream_forked(["supernet", "--resume", str(tmp_path / "killed")])[0] == 0
+    a, b = load(list_checkpoints(ref.checkpoints)[-1]), load(list_checkpoints(tmp_path / "killed" / "checkpoints")[-1])
+    assert a["progress"] == b["progress"] and a["progress"]["step"] == steps
+    for key in ("model", "optimizer", "strategy", "strategy_optimizers", "rng"):
+        assert nested_equal(a[key], b[key]), key
+    doc = json.loads((ref.path / "arch.json").read_text())
+    assert doc["arch"]["ops"] and doc == json.loads((tmp_path / "killed" / "arch.json").read_text())
+    return a, doc
 
 
 # --- GDAS ----------------------------------------------------------------------------------------
@@ -167,18 +182,10 @@ def test_second_order_darts_alpha_gradient_is_the_hypergradient():
 def test_strategy_resumes_after_sigkill_bit_identically(tmp_path, strategy, kwargs):
     extra = [f"strategy.name={strategy}", f"strategy.kwargs={kwargs}", "train.epochs=2", "train.ckpt_every_steps=2",
              "train.keep_checkpoints=20"]
-    args = ["supernet", "--out", str(tmp_path / "killed")] + [a for item in TINY + extra for a in ("--set", item)]
+    args = ["supernet", "--out", str(tmp_path / "killed"), *sets(TINY + extra)]
     assert faults.cream_forked(args, "step:8")[0] == -signal.SIGKILL  # in epoch 1, after the step-6 checkpoint
     ckpts = tmp_path / "killed" / "checkpoints"
     assert load(list_checkpoints(ckpts)[-1])["progress"]["batch_in_epoch"] == 1  # mid-epoch (step 6)
     assert not (tmp_path / "killed" / "arch.json").exists()
 
-    ref = RunDir.create(str(tmp_path / "ref"), "supernet")
-    train_supernet(load_config(RunConfig, None, [*TINY, *extra]), ref)
-    assert faults.cream_forked(["supernet", "--resume", str(tmp_path / "killed")])[0] == 0
-    a, b = load(list_checkpoints(ref.checkpoints)[-1]), load(list_checkpoints(ckpts)[-1])
-    assert a["progress"] == b["progress"] and a["progress"]["step"] == 10
-    for key in ("model", "optimizer", "strategy", "strategy_optimizers", "rng"):
-        assert nested_equal(a[key], b[key]), key
-    doc = json.loads((ref.path / "arch.json").read_text())
-    assert doc["arch"]["ops"] and doc == json.loads((tmp_path / "killed" / "arch.json").read_text())
+    resume_matches_uninterrupted(tmp_path, extra, steps=10)

@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import kill_at_checkpoint, validates
-from safetensors.torch import load_file
+from conftest import kill_at_checkpoint, resume_matches, validates
 
 from cream.cli import main
 from cream.config import RunConfig, load_config
@@ -93,12 +91,7 @@ def test_killed_shrink_run_resumes_bit_identically(shrunk, tmp_path):
     assert get_space(state["strategy"]["space"]).num_archs() == 3**6  # the narrowed space is checkpointed
     assert any(n for pairs in state["strategy"]["stats"].values() for _, n in pairs)
 
-    killed = RunDir.create(str(tmp_path / "killed"), "supernet", resume=True)
-    train_supernet(load_config(RunConfig, killed.file("config.yaml")), killed, resume=True)
-    a, b = load_file(shrunk / "supernet.safetensors"), load_file(tmp_path / "killed" / "supernet.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    for name in ("space.json", "shrink.json"):
-        assert (shrunk / name).read_text() == (tmp_path / "killed" / name).read_text()
+    resume_matches(shrunk, tmp_path / "killed", ("space.json", "shrink.json"))
     timeless = [[{k: v for k, v in m.items() if k != "images_per_s"} for m in RunDir(run).read_metrics()]
                 for run in (shrunk, tmp_path / "killed")]
     assert timeless[0] == timeless[1]
