@@ -94,12 +94,15 @@ def measure(args: argparse.Namespace) -> int:
 
 
 def _arch_model(path: str):  # -> nn.Module
-    from cream.errors import CreamError
+    from cream.errors import ArchError, CreamError
     from cream.models import build_model
     from cream.spaces import get_space
     from cream.spaces.base import read_arch_file
 
-    arch, doc = read_arch_file(path)
+    try:
+        arch, doc = read_arch_file(path)
+    except ArchError as e:  # name the option, as the other one-line errors of this command do
+        raise CreamError(f"--arch: {e}") from None
     if not (isinstance(doc, dict) and "arch" in doc and "space" in doc):
         raise CreamError(f"--arch '{path}' is not an arch file: it needs JSON keys 'arch' and 'space' "
                          "(as `cream search` writes arch.json)")
