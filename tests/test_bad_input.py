@@ -156,6 +156,10 @@ CASES = [
     ("distill-teacher-kind", ["distill-store", "--out", "{tmp}/store", "--set", "distill.teacher.kind=nope"],
      "distill.teacher.kind"),
     ("distill-no-out", ["distill-store"], "--out"),
+    # cream distill save-logits | check
+    ("distill-save-no-store", ["distill", "save-logits"], "distill.store"),
+    ("distill-epochs", ["distill", "save-logits", "--epochs", "3:1"], "--epochs"),
+    ("distill-check-no-store", ["distill", "check", "--set", "distill.store={tmp}/none"], "is not a logit store"),
     # cream space-search: the space, the space_search section, and resuming
     # cream latency: the model, the arch file, the space and the protocol
     ("latency-model", ["latency", "measure", "--model", "nope_model"], "nope_model"),

@@ -1,9 +1,8 @@
-"""Distillation: teachers, losses, `cream retrain` with a teacher, and the logit store."""
+"""Distillation: teachers, losses, `cream retrain` with a teacher (logit stores: test_tinyvit.py)."""
 
 from __future__ import annotations
 
 import copy
-import json
 import random
 from itertools import islice
 
@@ -15,13 +14,11 @@ from conftest import TINY_CREAM, sets
 from cream.cli import main
 from cream.config import RunConfig, load_config, to_dict, with_overrides
 from cream.data import build_splits, train_loader, with_keys
-from cream.errors import CreamError
-from cream.profiling import create_model
 from cream.teachers.losses import hard_label_loss, kl_loss, soft_target_loss
-from cream.teachers.store import LogitStore, dense_logits, sparse_probs
+from cream.teachers.store import dense_logits, sparse_probs
 from cream.train.engine import Engine, seed_everything
 from cream.weights import save_weights
-from cream.workflows.distill import build_teacher, distill_strategy, write_logit_store
+from cream.workflows.distill import build_teacher, distill_strategy
 from cream.workflows.train_model import configured_model
 
 # A tiny student and a larger (untrained) teacher on 16 px digits with random pad-crops and flips.
@@ -100,67 +97,6 @@ def test_sparse_round_trip():
     assert torch.allclose(dense[2:], torch.full((3,), float(p[2:].sum()) / 3), rtol=1e-2)
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A store of 2 epochs written from a test_resnet teacher whose weights are in a file."""
-    folder = tmp_path_factory.mktemp("store")
-    teacher = create_model("test_resnet", num_classes=10)
-    teacher.get_classifier().weight.data.mul_(30)  # confident, as a trained teacher is, so top-k matters
-    save_weights(teacher, folder / "teacher.safetensors")
-    cfg = config("distill.top_k=4", f"distill.teacher.weights={folder / 'teacher.safetensors'}")
-    path = folder / "logits"
-    summary = write_logit_store(cfg, path)
-    assert summary["epochs_written"] == 2
-    return cfg, path
-
-
-def test_store_replays_the_online_teacher_for_the_same_key(store):
-    cfg, path = store
-    splits = build_splits(cfg.data)
-    online, replay = build_teacher(cfg, splits), LogitStore(path)
-    engine = engine_for(cfg)
-    engine.train_loader.batch_sampler.set_epoch(1)
-    keys, (images, _) = next(with_keys(engine.train_loader))
-    p_online, p_store = online(images).softmax(-1), replay(images, keys).softmax(-1)
-    top = p_online.topk(4, -1)
-    assert torch.allclose(p_store.gather(1, top.indices), top.values, rtol=2e-3, atol=1e-4)  # fp16 top-k
-    rest = (1 - top.values.sum(-1, keepdim=True)) / 6  # the other 6 classes share what is left
-    mask = torch.ones_like(p_store, dtype=torch.bool).scatter_(1, top.indices, False)
-    assert torch.allclose(p_store[mask].view(16, 6), rest.expand(-1, 6), atol=1e-3)
-    # The same images under another epoch's augmentation seed: the teacher saw other crops and flips.
-    other = [(i, seed + 1) for i, seed in keys]
-    shifted = online(torch.stack([splits.train[k][0] for k in other])).softmax(-1)
-    differs = (shifted.gather(1, top.indices) - top.values).abs().amax(1) > 1e-2
-    assert int(differs.sum()) >= 8
-    with pytest.raises(CreamError, match="no entry for sample"):
-        replay(images, other)
-
-
-def test_store_resumes_and_refuses_another_run(store):
-    cfg, path = store
-    epoch1 = path / "epoch-0001.safetensors"
-    before = epoch1.read_bytes()
-    epoch1.unlink()  # as if the writer had been killed during epoch 1
-    assert write_logit_store(cfg, path)["epochs_written"] == 1
-    assert epoch1.read_bytes() == before
-    with pytest.raises(CreamError, match=r"written for another run \(differs in \['top_k'\]\)"):
-        write_logit_store(with_overrides(cfg, {"distill": {"top_k": 3}}), path)
-
-
-def test_retrain_replays_a_store(store, tmp_path, capsys):
-    cfg, path = store
-    rc = main(["retrain", "--out", str(tmp_path / "run"), "--json", *sets(BASE),
-               "--set", f"distill.teacher.weights={cfg.distill.teacher.weights}",
-               "--set", "distill.teacher.kind=store", "--set", f"distill.teacher.path={path}"])
-    assert rc == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 2 and summary["skipped_steps"] == 0
-    # the same run without the teacher trains to other weights: the store's targets reached the loss
-    assert main(["retrain", "--out", str(tmp_path / "plain"), "--json", *sets(BASE)]) == 0
-    plain = json.loads(capsys.readouterr().out)
-    assert plain["steps"] == 2 and plain["test_loss"] != summary["test_loss"]
-
-
 def test_supernet_path_teacher_is_the_frozen_path_of_a_supernet_run(tmp_path):
     """A `cream supernet` run folder (config.yaml + weights) gives the path's eval outputs, without gradients."""
     import yaml
@@ -190,13 +126,9 @@ def test_supernet_path_teacher_is_the_frozen_path_of_a_supernet_run(tmp_path):
     (["distill.teacher.kind=supernet", "distill.teacher.path=nowhere", "distill.teacher.arch={depth: 1}"],
      "config key 'distill.teacher.path' = 'nowhere' is not a `cream supernet` run folder"),
     (["distill.teacher.kind=store", "distill.teacher.path=nowhere"], "'nowhere' is not a logit store"),
-    (["distill.teacher.kind=store", "distill.teacher.path=STORE", "train.seed=3"],
-     "is a logit store written for seed = 0, but this run has 3"),
-    (["distill.teacher.kind=store", "distill.teacher.path=STORE", "data.cutmix=1.0"],
-     "'store' cannot be used with data.mixup or data.cutmix"),
+    (["distill.store=nowhere"], "'nowhere' is not a logit store"),
 ])
-def test_bad_teacher_configs_are_one_line_errors(settings, message, store, tmp_path, capsys):
-    settings = [s.replace("STORE", str(store[1])) for s in settings]
+def test_bad_teacher_configs_are_one_line_errors(settings, message, tmp_path, capsys):
     rc = main(["retrain", "--out", str(tmp_path / "run"), *sets([*BASE, *settings])])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and message in err[0], err

@@ -57,6 +57,8 @@ class DataConfig:
     hflip: float = option(0.0, lo=0.0, hi=1.0)
     auto_augment: str = option("", doc="timm policy string, e.g. rand-m9-mstd0.5-inc1 ('' = off)")
     re_prob: float = option(0.0, lo=0.0, hi=1.0, doc="random erasing probability")
+    color_jitter: float = option(0.0, lo=0.0, doc="brightness/contrast/saturation jitter (off when auto_augment is "
+                                                  "set, as in timm)")
     mixup: float = option(0.0, lo=0.0)
     cutmix: float = option(0.0, lo=0.0)
     mixup_prob: float = option(1.0, lo=0.0, hi=1.0)
@@ -149,7 +151,7 @@ class TeacherConfig:
 
     kind: str = option("", choices=["", "timm", "supernet", "store"],
                        doc="'' = no distillation; timm: a frozen timm model; supernet: one path of a trained "
-                           "supernet; store: logits written once by `cream distill-store`")
+                           "supernet; store: the older spelling of distill.store (path: the store folder)")
     name: str = option("", doc="timm: the model name (ours included)")
     weights: str = option("", doc="timm: weights file (.safetensors or torch); '' keeps the initialisation")
     kwargs: dict = option({}, doc="timm: extra timm.create_model arguments")
@@ -165,7 +167,9 @@ class DistillConfig:
     loss: str = option("kl", doc="a name in cream.teachers.losses.DISTILL_LOSSES: kl, soft, hard")
     alpha: float = option(0.5, lo=0.0, hi=1.0, doc="weight of the distillation term")
     temperature: float = option(1.0, lo=0.01, doc="softens both distributions (kl, soft); the loss is scaled by τ²")
-    top_k: int = option(10, lo=1, doc="`cream distill-store`: probabilities kept per sample")
+    top_k: int = option(10, lo=1, doc="logit store: probabilities kept per sample (TinyViT: 100 for IN-22k)")
+    store: str = option("", doc="logit store folder: `cream distill save-logits` writes it from distill.teacher; "
+                                "`cream retrain` with it set replays it and never runs the teacher")
 
 
 @dataclass

@@ -13,8 +13,8 @@ from typing import Any
 #: (folder, existed before) of each run folder this process created for a new run; see `discard_unstarted_runs`.
 _NEW_RUNS: list[tuple[Path, bool]] = []
 
-COMMANDS = ["run", "supernet", "search", "retrain", "distill_store", "test", "export", "convert", "profile", "bench",
-            "rank", "space_search", "nse", "latency"]
+COMMANDS = ["run", "supernet", "search", "retrain", "distill", "distill_store", "test", "export", "convert", "profile",
+            "bench", "rank", "space_search", "nse", "latency"]
 
 
 def add_run_options(p: argparse.ArgumentParser, config: bool = True) -> None:

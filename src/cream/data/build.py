@@ -91,7 +91,9 @@ def train_loader(ds: Dataset, batch_size: int, *, seed: int, rank: int = 0, worl
     if len(ds) < batch_size * world:
         raise DataError(f"the {split} split has {len(ds)} images, fewer than one global batch "
                         f"({batch_size} x {world} processes); lower data.batch_size")
-    sampler = ShardedBatchSampler(len(ds), batch_size, seed=seed, rank=rank, world=world)
+    own = getattr(ds, "batch_sampler", None)  # a dataset that needs its own order (pairs of a logit store)
+    sampler = own(batch_size, seed=seed, rank=rank, world=world) if own is not None else \
+        ShardedBatchSampler(len(ds), batch_size, seed=seed, rank=rank, world=world)
     return DataLoader(ds, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 

@@ -84,8 +84,13 @@ class ArrayDataset(SeededDataset):
     def targets(self) -> np.ndarray:
         return self.arrays.labels
 
+    def image(self, i: int) -> tuple[Image.Image, int]:
+        """Image `i` untransformed, and its label."""
+        return Image.fromarray(self.arrays.images[i]), int(self.arrays.labels[i])
+
     def load(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.transform(Image.fromarray(self.arrays.images[i])), int(self.arrays.labels[i])
+        img, label = self.image(i)
+        return self.transform(img), label
 
 
 class FileDataset(SeededDataset):
@@ -100,12 +105,16 @@ class FileDataset(SeededDataset):
         return len(self.samples)
 
     def load(self, i: int) -> tuple[torch.Tensor, int]:
+        img, label = self.image(i)
+        return self.transform(img), label
+
+    def image(self, i: int) -> tuple[Image.Image, int]:
+        """Image `i` decoded (the next decodable one where `on_corrupt` is skip), and its label."""
         for attempt in range(len(self.samples)):
             path, label = self.samples[(i + attempt) % len(self.samples)]
             try:
                 with Image.open(path) as im:
-                    image = im.convert("RGB")
-                return self.transform(image), label
+                    return im.convert("RGB"), label
             except (UnidentifiedImageError, OSError) as e:
                 if self.on_corrupt == "error":
                     raise DataError(f"image '{path}' cannot be decoded ({e.__class__.__name__}); "

@@ -19,7 +19,7 @@ def build_transform(cfg: DataConfig, train: bool) -> Callable:
         return create_transform(
             input_size=(3, size, size), is_training=train, interpolation=cfg.interpolation,
             crop_pct=cfg.crop_pct, mean=mean, std=std, scale=tuple(cfg.rrc_scale), hflip=cfg.hflip,
-            vflip=0.0, color_jitter=None, auto_augment=cfg.auto_augment or None,
+            vflip=0.0, color_jitter=cfg.color_jitter or None, auto_augment=cfg.auto_augment or None,
             re_prob=cfg.re_prob, re_mode="pixel", re_count=1,
         )
     interp = T.InterpolationMode(cfg.interpolation)

@@ -7,7 +7,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from cream.errors import ConfigError
 from cream.teachers.base import Teacher
 from cream.teachers.losses import distill_loss
 from cream.train.strategy import Strategy
@@ -17,8 +16,8 @@ class Distill(Strategy):
     """Loss = (1 - alpha) · the engine's label loss + alpha · `loss`(student, teacher, temperature).
 
     The label loss is the engine's criterion, so mixup/cutmix soft targets and label smoothing keep
-    working; an online teacher sees the same (mixed) images as the student. A store holds the
-    teacher's outputs for unmixed images, so it cannot be combined with mixup or cutmix.
+    working; an online teacher sees the same (mixed) images as the student, and so did the teacher
+    that wrote a logit store (the replayed dataset mixes each pair as the teacher pass did).
     """
 
     def __init__(self, teacher: Teacher, loss: str = "kl", alpha: float = 0.5, temperature: float = 1.0) -> None:
@@ -27,9 +26,6 @@ class Distill(Strategy):
 
     def setup(self, engine: Any) -> None:
         super().setup(engine)
-        if engine.mixup is not None and not self.teacher.sees_images:
-            raise ConfigError("config key 'distill.teacher.kind' = 'store' cannot be used with data.mixup or "
-                              "data.cutmix: the store holds the teacher's outputs for unmixed images")
         self.teacher = self.teacher.to(engine.device)
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:

@@ -96,7 +96,7 @@ class Engine:
         self.steps_per_epoch = len(self.train_loader.batch_sampler)
         self.scheduler = self._scheduler()
         self.mixup = None
-        if d.mixup > 0 or d.cutmix > 0:
+        if (d.mixup > 0 or d.cutmix > 0) and not getattr(splits.train, "mixes_pairs", False):
             self.mixup = Mixup(mixup_alpha=d.mixup, cutmix_alpha=d.cutmix, prob=d.mixup_prob,
                                switch_prob=d.mixup_switch_prob, label_smoothing=o.smoothing,
                                num_classes=splits.num_classes)

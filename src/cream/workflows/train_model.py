@@ -28,7 +28,7 @@ from cream.train.engine import Engine, pick_device, seed_everything
 from cream.train.ensemble import MemberLoss, evaluate_members
 from cream.train.evaluate import evaluate
 from cream.weights import load_weights, save_weights
-from cream.workflows.distill import distill_strategy
+from cream.workflows.distill import distill_splits, distill_strategy
 from cream.workflows.supernet import arch_model_kwargs, inherited_model, resolve_space, run_space
 
 
@@ -58,7 +58,7 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     start = time.perf_counter()
     t = cfg.train
     seed_everything(t.seed, t.deterministic, t.threads)
-    splits = build_splits(cfg.data)
+    splits = distill_splits(cfg, build_splits(cfg.data))
     resume = ckpt.continues(run, resume)
     # A resumed run restores every weight from its checkpoint: the supernet in `init` is not read again.
     model = configured_model(cfg, splits.num_classes, inherit=not resume, train=splits.train)
