@@ -220,6 +220,10 @@ class LogitStore:
                 raise CreamError(f"logit store file '{values_file}' has {size} bytes, not {len(keys)} records of "
                                  f"{dtype.itemsize} (top-{self.top_k}); the store is damaged or K is wrong")
             base = sum(len(p) for p in parts)
+            if not all(key.isdigit() for key in keys):
+                bad = next(key for key in keys if not key.isdigit())
+                raise CreamError(f"logit store file '{values_file.with_name(values_file.name[:-10] + '-keys.txt')}' "
+                                 f"has key {bad!r}; this reader keys samples by their index in the training split")
             for r, key in enumerate(keys):
                 row.setdefault(int(key), base + r)  # the first record of a key wins, as in the original
             parts.append(np.fromfile(values_file, dtype=dtype))
