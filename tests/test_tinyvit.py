@@ -47,17 +47,36 @@ def setup(tmp_path_factory, cifar10_archive):
              f"distill.store={folder / 'store'}"]
     cfg = load_config(RunConfig, None, items)
     splits = build_splits(cfg.data)
+    seen: dict[tuple[int, int], torch.Tensor] = {}  # (rank, epoch) -> the images the teacher saw
     with pytest.MonkeyPatch.context() as mp:  # rank 1 writes its files first; rank 0 writes its own and publishes
         mp.setattr(distributed.dist, "barrier", lambda: None)
         mp.setattr(wf, "build_splits", lambda _data: splits)  # (decoded once: the test's time)
+        build = wf.online_teacher
         for rank in (1, 0):
             mp.setattr(wf, "init_distributed", lambda _t, r=rank: distributed.Dist(r, 2))
+            mp.setattr(wf, "online_teacher", lambda c, sp, r=rank: Recording(build(c, sp), seen, r, c.train.epochs))
             assert wf.save_logits(cfg)["epochs_written"] == [0, 1]
-    return cfg, items, folder / "store", splits
+    return cfg, items, folder / "store", splits, seen
+
+
+class Recording:
+    """A teacher that also keeps the images of each of its calls (one batch per epoch here) by (rank, epoch)."""
+
+    sees_images = True
+
+    def __init__(self, teacher, seen, rank, epochs) -> None:
+        self.teacher, self.seen, self.rank, self.epochs = teacher, seen, rank, iter(range(epochs))
+
+    def to(self, device):
+        return self
+
+    def __call__(self, images, keys=None):
+        self.seen[self.rank, next(self.epochs)] = images.clone()
+        return self.teacher(images)
 
 
 def test_a_store_written_by_two_ranks_is_read_by_one_in_the_original_byte_format(setup):
-    cfg, _, path, _ = setup
+    cfg, _, path, _, _ = setup
     folder = path / epoch_dir(K, 1)
     assert sorted(p.name for p in folder.iterdir()) == ["rank0-keys.txt", "rank0-values.bin", "rank1-keys.txt",
                                                         "rank1-values.bin"]
@@ -75,9 +94,13 @@ def test_a_store_written_by_two_ranks_is_read_by_one_in_the_original_byte_format
 
 
 def test_replay_gives_the_same_view_bit_for_bit_and_check_finds_the_teachers_top_k(setup, capsys):
-    cfg, items, path, splits = setup
+    cfg, items, path, splits, seen = setup
     store = LogitStore(path, 10, K)
     ds = replay_dataset(splits.train, cfg.data)
+    for (rank, epoch), images in seen.items():  # every stored (index, epoch): the teacher's image, bit for bit
+        indices = epoch_pairs(36, cfg.train.seed, epoch)[rank::2].flatten().tolist()
+        replayed = ds.__getitems__([(i, int(store.seeds(epoch)[i])) for i in indices])
+        assert len(seen) == 4 and torch.equal(torch.stack([x for x, _ in replayed]), images)
     pairs = epoch_pairs(36, cfg.train.seed, 1)[:3].flatten().tolist()
     keys = [(i, int(store.seeds(1)[i])) for i in pairs]
     state = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
@@ -155,7 +178,7 @@ def test_sparse_soft_target_loss_is_cross_entropy_against_the_rebuilt_target():
 
 
 def test_a_killed_pass_resumes_bit_identically(setup):
-    cfg, _, path, splits = setup
+    cfg, _, path, splits, _ = setup
     folder = path / epoch_dir(K, 1)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     folder.rename(path / f".{epoch_dir(K, 1)}.partial")  # killed before publishing epoch 1
@@ -176,7 +199,7 @@ def test_classes_beyond_int16_are_refused():
 
 
 def test_bad_store_settings_are_one_line_errors(setup):
-    cfg, _, _, splits = setup
+    cfg, _, _, splits, _ = setup
     for overrides, message in [
         ({"distill": {"store": "nowhere"}}, "'nowhere' is not a logit store (no such folder)"),
         ({"distill": {"top_k": 5}}, "holds top-[4] records, not top-5 (distill.top_k)"),
@@ -191,7 +214,7 @@ def test_bad_store_settings_are_one_line_errors(setup):
 
 
 def test_retrain_from_the_store_never_runs_the_teacher(setup, tmp_path, capsys):
-    _, items, _, _ = setup
+    items = setup[1]
     rc = main(["retrain", "--out", str(tmp_path / "run"), "--json", *sets(items),
                "--set", "distill.teacher.name=no_such_net"])  # an online teacher would fail to build
     assert rc == 0
