@@ -219,3 +219,20 @@ def test_retrain_from_the_store_never_runs_the_teacher(setup, tmp_path, capsys):
                "--set", "distill.teacher.name=no_such_net"])  # an online teacher would fail to build
     assert rc == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 3
+
+
+@pytest.mark.parametrize("policy", ["rand-m9-mstd0.5-inc1", "rand-m10-n3-mstd1-p1"])
+def test_every_randaugment_op_runs_and_is_a_function_of_the_seed(policy):
+    from PIL import Image
+
+    from cream.data.replay import RandAugment, sample_rng
+
+    ra = RandAugment(policy, (128, 128, 128), Image.BILINEAR)
+    ra.layers, ra.prob = 1, 1.0
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    names = set()
+    for seed in range(200):
+        names.add(ra.names[int(sample_rng(seed).integers(0, len(ra.names)))])
+        out = np.asarray(ra(img, sample_rng(seed)))
+        assert np.array_equal(out, np.asarray(ra(img, sample_rng(seed))))
+    assert names == set(ra.names)  # 200 seeds reach all 15 ops

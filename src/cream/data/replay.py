@@ -50,20 +50,28 @@ _SIGNED = {"Rotate": 30.0, "ShearX": 0.3, "ShearY": 0.3}
 
 def _op_args(name: str, m: float, rng: Rng, translate_pct: float) -> tuple:
     """The arguments of timm op `name` at magnitude m in [0, 10] (timm's level functions, signs drawn from rng)."""
-    sign = -1.0 if rng.random() > 0.5 else 1.0
+    sign = -1.0 if rng.random() > 0.5 else 1.0  # drawn for every op, so the stream does not depend on the op
+    level = m / 10
     if name in _SIGNED:
-        return (sign * m / 10 * _SIGNED[name],)
+        return (sign * level * _SIGNED[name],)
     if name in ("TranslateXRel", "TranslateYRel"):
-        return (sign * m / 10 * translate_pct,)
-    if name.endswith("Increasing") and name[:-10] in ("Color", "Contrast", "Brightness", "Sharpness"):
-        return (max(0.1, 1.0 + sign * m / 10 * 0.9),)
-    if name == "PosterizeIncreasing":  # at least 1 bit: Pillow 11 refuses 0 (older Pillow gave a black image)
-        return (max(1, 4 - int(m / 10 * 4)),)
+        return (sign * level * translate_pct,)
+    if name in ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing"):
+        return (max(0.1, 1.0 + sign * level * 0.9),)
+    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
+        return (level * 1.8 + 0.1,)
+    # posterize keeps at least 1 bit: Pillow 11 refuses 0 (older Pillow gave a black image)
+    if name == "PosterizeIncreasing":
+        return (max(1, 4 - int(level * 4)),)
+    if name == "Posterize":
+        return (max(1, int(level * 4)),)
     if name == "SolarizeIncreasing":
-        return (256 - int(m / 10 * 256),)
+        return (256 - min(256, int(level * 256)),)
+    if name == "Solarize":
+        return (min(256, int(level * 256)),)
     if name == "SolarizeAdd":
-        return (min(128, int(m / 10 * 110)),)
-    return ()
+        return (min(128, int(level * 110)),)
+    return ()  # AutoContrast, Equalize, Invert
 
 
 class RandAugment:
