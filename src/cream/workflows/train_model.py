@@ -58,10 +58,11 @@ def train_standalone(cfg: RunConfig, run: RunDir, *, resume: bool = False) -> di
     start = time.perf_counter()
     t = cfg.train
     seed_everything(t.seed, t.deterministic, t.threads)
-    splits = distill_splits(cfg, build_splits(cfg.data))
+    splits = build_splits(cfg.data)
     resume = ckpt.continues(run, resume)
     # A resumed run restores every weight from its checkpoint: the supernet in `init` is not read again.
     model = configured_model(cfg, splits.num_classes, inherit=not resume, train=splits.train)
+    splits = distill_splits(cfg, splits)  # training views replayed from a logit store's seeds, if it names one
     strategy = distill_strategy(cfg, splits)
     if strategy is None and isinstance(model, EnsembleNet):  # NEAS: one loss per member, summed
         strategy = MemberLoss()
