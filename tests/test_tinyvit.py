@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import sets
+from torch.utils.data import DataLoader
 
 from cream.cli import main
 from cream.config import RunConfig, load_config, with_overrides
@@ -110,6 +111,8 @@ def test_replay_gives_the_same_view_bit_for_bit_and_check_finds_the_teachers_top
     assert torch.equal(again, first)
     assert torch.equal(torch.get_rng_state(), state[0]) and random.getstate() == state[1]
     assert np.array_equal(np.random.get_state()[1], state[2])  # no global generator was read
+    loader = DataLoader(ds, batch_sampler=[keys], num_workers=1)  # a worker process makes the same views
+    assert torch.equal(next(iter(loader))[0], first)
     other = torch.stack([x for x, _ in ds.__getitems__([(i, s + 1) for i, s in keys])])
     assert (other - first).abs().amax((1, 2, 3)).min() > 0.1  # another seed, another view
     # check mode: the teacher on the replayed (mixed) views gives the stored top-K
@@ -127,6 +130,9 @@ def test_pairs_do_not_depend_on_the_world_size():
     assert merged == one and all(s == 1000 + i for batch in one for i, s in batch)
     got = {(batch[k][0], batch[k + 1][0]) for batch in one for k in (0, 2, 4, 6)}
     assert got == {tuple(p) for p in epoch_pairs(40, 5, 0).tolist()}
+    resumed = PairSampler(40, 8, lambda e: seeds, seed=5)
+    resumed.set_epoch(0, start_batch=3)  # what a resumed run asks for
+    assert len(resumed) == 2 and list(resumed) == one[3:]
 
 
 def test_pair_mix_draws_from_the_xor_of_the_two_seeds():
