@@ -242,3 +242,24 @@ def test_every_randaugment_op_runs_and_is_a_function_of_the_seed(policy):
         out = np.asarray(ra(img, sample_rng(seed)))
         assert np.array_equal(out, np.asarray(ra(img, sample_rng(seed))))
     assert names == set(ra.names)  # 200 seeds reach all 15 ops
+
+
+def test_a_store_in_the_original_layout_without_our_meta_loads(tmp_path):
+    """Bytes packed by hand as the original's writer does (no meta.json): the reader takes classes from the run."""
+    folder = tmp_path / "logits_top2_epoch0"
+    folder.mkdir()
+    records = {3: (77, (4, 1), (0.75, 0.125)), 0: (5, (0, 2), (0.5, 0.25))}
+    (folder / "rank0-keys.txt").write_text("".join(f"{k}\n" for k in records))
+    packed = [struct.pack("<i2h2e", seed, *c, *v) for seed, c, v in records.values()]
+    (folder / "rank0-values.bin").write_bytes(b"".join(packed))
+    store = LogitStore(tmp_path, num_classes=5)
+    assert store.top_k == 2 and store.epochs == [0] and store.seeds(0).tolist() == [5, -1, -1, 77]
+    values, classes = store.lookup([(3, 77), (0, 5)])
+    assert classes.tolist() == [[4, 1], [0, 2]] and values.float().tolist() == [[0.75, 0.125], [0.5, 0.25]]
+    assert torch.allclose(store(None, [(3, 77)]).softmax(-1), torch.tensor([[0.125 / 3, 0.125, 0.125 / 3,
+                                                                              0.125 / 3, 0.75]]))
+    (folder / "rank0-keys.txt").write_text("n01440764/a.JPEG\nn01440764/b.JPEG\n")
+    with pytest.raises(CreamError, match="has key 'n01440764/a.JPEG'; this reader keys samples by their index"):
+        LogitStore(tmp_path, num_classes=5).lookup([(3, 77)])
+    with pytest.raises(CreamError, match="has no meta.json; its number of classes must be given"):
+        LogitStore(tmp_path)
