@@ -8,6 +8,7 @@ teacher; `cream distill check` recomputes the teacher on stored records.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -116,22 +117,17 @@ def _epoch_range(cfg: RunConfig, epochs: tuple[int, int] | None) -> range:
     return range(lo, hi)
 
 
-def _teacher_top_k(teacher: Teacher, ds: Any, keys: list[tuple[int, int]], cfg: RunConfig,
-                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The teacher's fp32 probabilities and its sparse top-K (values, classes) on the replayed views of `keys`."""
+def _teacher_batches(teacher: Teacher, ds: Any, keys: list[tuple[int, int]], cfg: RunConfig,
+                     device: torch.device) -> Iterator[tuple[list[tuple[int, int]], torch.Tensor]]:
+    """(keys, the teacher's fp32 logits) per batch of whole pairs of the replayed views of `keys`."""
     bs = max(2, cfg.data.eval_batch_size // 2 * 2)
-    loader = DataLoader(ds, batch_sampler=[keys[i:i + bs] for i in range(0, len(keys), bs)],
-                        num_workers=cfg.data.workers)
+    batches = [keys[i:i + bs] for i in range(0, len(keys), bs)]
+    loader = DataLoader(ds, batch_sampler=batches, num_workers=cfg.data.workers)
     autocast = amp_autocast(device, cfg.train.amp)
-    probs, values, classes = [], [], []
-    for images, _ in loader:
+    for batch, (images, _) in zip(batches, loader, strict=True):
         with autocast():
-            logits = teacher(images.to(device)).float()
-        v, c = sparse_probs(logits, cfg.distill.top_k)
-        probs.append(logits.softmax(-1).cpu())
-        values.append(v.cpu())
-        classes.append(c.cpu())
-    return torch.cat(probs), torch.cat(values), torch.cat(classes)
+            logits = teacher(images.to(device))
+        yield batch, logits.float().cpu()
 
 
 def save_logits(cfg: RunConfig, epochs: tuple[int, int] | None = None) -> dict[str, Any]:
@@ -160,8 +156,9 @@ def save_logits(cfg: RunConfig, epochs: tuple[int, int] | None = None) -> dict[s
             continue
         indices = epoch_pairs(len(ds), t.seed, epoch)[dist.rank::dist.world].flatten().tolist()
         seeds = draw_seeds(len(indices), t.seed, epoch, dist.rank, dist.world)
-        _, values, classes = _teacher_top_k(teacher, ds, list(zip(indices, seeds.tolist(), strict=True)), cfg, device)
-        writer.write(epoch, indices, seeds, values, classes)
+        keys = list(zip(indices, seeds.tolist(), strict=True))
+        top = [sparse_probs(z, cfg.distill.top_k) for _, z in _teacher_batches(teacher, ds, keys, cfg, device)]
+        writer.write(epoch, indices, seeds, torch.cat([v for v, _ in top]), torch.cat([c for _, c in top]))
         barrier(dist)
         if dist.is_main:
             writer.finish(epoch)
@@ -190,11 +187,13 @@ def check_logits(cfg: RunConfig, epochs: tuple[int, int] | None = None, samples:
         indices = (pairs[: samples // 2] if samples else pairs).flatten().tolist()
         seeds = store.seeds(epoch)
         keys = [(i, int(seeds[i])) for i in indices]
-        probs, _, classes = _teacher_top_k(teacher, ds, keys, cfg, device)
-        s_values, s_classes = store.lookup(keys)
-        err = max(err, float((s_values.float() - probs.gather(1, s_classes.long())).abs().max()))
-        mismatched += int((classes != s_classes).sum())
-        entries += classes.numel()
+        for batch, logits in _teacher_batches(teacher, ds, keys, cfg, device):
+            probs = logits.softmax(-1)
+            classes = probs.topk(store.top_k, dim=-1).indices
+            s_values, s_classes = store.lookup(batch)
+            err = max(err, float((s_values.float() - probs.gather(1, s_classes.long())).abs().max()))
+            mismatched += int((classes != s_classes).sum())
+            entries += classes.numel()
         checked.append(epoch)
     return {"store": str(store.path), "epochs": checked, "records": entries // store.top_k,
             "max_value_error": err, "index_mismatch": mismatched / max(entries, 1),
