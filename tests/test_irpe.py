@@ -85,9 +85,9 @@ CASES = [(m, mode, on, shared, skip)
 @pytest.mark.parametrize("method,mode,on,shared,skip", CASES)
 def test_matches_reference(method, mode, on, shared, skip):
     torch.manual_seed(0)
-    ratio = 2 if method == "clip" else 1.3  # offsets of a 3x4 grid reach both branches of g
+    ratio = 2 if method == "clip" else 1.3  # offsets of a 2x3 grid reach both branches of g
     cfg = IRPEConfig(method=method, mode=mode, ratio=ratio, shared_head=shared, skip=skip, on=on)
-    B, nh, d, H, W = 2, 2, 3, 3, 4
+    B, nh, d, H, W = 1, 2, 3, 2, 3
     L = skip + H * W
     rpe = IRPE(cfg, d, nh).double()
     with torch.no_grad():

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from timm.layers.attention import Attention, maybe_add_mask, resolve_self_attn_mask
 from torch import Tensor, nn
 
 from cream.errors import ConfigError
@@ -202,3 +203,43 @@ class IRPE(nn.Module):
         for part in ids:
             bins = bins.scatter_add(-1, part.expand(B, H, L, L), attn)
         return bins @ self.table_v
+
+
+class IRPEAttention(nn.Module):
+    """timm's ViT `Attention` with iRPE: takes over an `Attention`'s layers (so parameter names stay
+    timm's, plus `irpe.table_*`) and runs the explicit (non-fused) form with the three terms added.
+
+    The grid is square, of side √(L − prefix) for `prefix` leading class/register tokens.
+    """
+
+    def __init__(self, attn: Attention, cfg: IRPEConfig, prefix: int = 1) -> None:
+        super().__init__()
+        if getattr(attn, "gate", None) is not None:
+            raise ValueError("IRPEAttention does not support gated attention")
+        self.num_heads, self.head_dim, self.attn_dim = attn.num_heads, attn.head_dim, attn.attn_dim
+        self.scale = attn.scale
+        self.qkv, self.q_norm, self.k_norm, self.attn_drop = attn.qkv, attn.q_norm, attn.k_norm, attn.attn_drop
+        self.norm, self.proj, self.proj_drop = attn.norm, attn.proj, attn.proj_drop
+        self.prefix = prefix
+        self.irpe = IRPE(cfg, self.head_dim, self.num_heads, self.scale)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        B, N, _ = x.shape
+        side = math.isqrt(N - self.prefix)
+        if side * side != N - self.prefix:
+            raise ValueError(f"iRPE needs a square grid; got {N - self.prefix} patch tokens")
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        q = q * self.scale
+        attn = q @ k.transpose(-2, -1)
+        rel = self.irpe.qk_term(q, k, side, side)
+        if rel is not None:
+            attn = attn + rel
+        attn = maybe_add_mask(attn, resolve_self_attn_mask(N, attn, attn_mask, is_causal))
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        x = attn @ v
+        rel = self.irpe.v_term(attn, side, side)
+        if rel is not None:
+            x = x + rel
+        x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+        return self.proj_drop(self.proj(x))
