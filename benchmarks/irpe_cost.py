@@ -63,7 +63,7 @@ def model_steps(batch: int, repeats: int, stat) -> dict:
 def lookups(batch: int, repeats: int, stat) -> dict:
     """One layer's q/k and v lookups of DeiT-Ti (3 heads, 197 tokens, head_dim 64, 50 buckets)."""
     H, L, d = 3, 197, 64
-    ids = bucket_ids("product", 1.9, (14, 14), 1, torch.device("cpu"))[0]
+    ids = bucket_ids("product", 1.9, (14, 14), 1, 50, torch.device("cpu"))[0]
     nb = int(ids.max()) + 1
     onehot = torch.nn.functional.one_hot(ids, nb).float()
     flat = (ids + torch.arange(L)[:, None] * nb).flatten()

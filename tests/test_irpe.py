@@ -127,6 +127,18 @@ def test_bad_config(kwargs, key):
         IRPEConfig(**kwargs)
 
 
+def test_skip_bucket_without_skip_tokens():
+    """A table with a skip bucket on a sequence without skip tokens: the parts' ids stay aligned with the table."""
+    torch.manual_seed(0)
+    cfg = IRPEConfig(method="cross", skip=1, on="k")
+    rpe = IRPE(cfg, 3, 1).double()
+    with torch.no_grad():
+        rpe.table_k.normal_()
+    q = torch.randn(1, 1, 1 + 6, 3, dtype=torch.float64)
+    with_skip = rpe.qk_term(q, q, 2, 3)
+    torch.testing.assert_close(rpe.qk_term(q[:, :, 1:], q[:, :, 1:], 2, 3), with_skip[:, :, 1:, 1:])
+
+
 def test_skip_tokens_need_skip():
     rpe = IRPE(IRPEConfig(skip=0), 4, 1)
     with pytest.raises(ValueError, match="skip"):

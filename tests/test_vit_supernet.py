@@ -150,8 +150,8 @@ def test_relative_position_attention_matches_the_spec_formula():
         irpe.table_k.copy_(rel_k), irpe.table_v.copy_(rel_v)
     out = attend(qkv, heads, hd, irpe, grid)
     assert torch.allclose(out, naive_rel_attention(qkv, heads, hd, rel_k, rel_v, grid, R), atol=1e-12)
-    index = bucket_ids("clip", float(R), grid, 1, qkv.device)
-    assert index is bucket_ids("clip", float(R), grid, 1, qkv.device)  # cached per grid
+    index = bucket_ids("clip", float(R), grid, 1, 2 * R + 2, qkv.device)
+    assert index is bucket_ids("clip", float(R), grid, 1, 2 * R + 2, qkv.device)  # cached per grid
     assert index[0, 0].eq(0).all() and index[1, :, 0].eq(2 * R + 2).all()
     assert index[0, 1:, 1:].min() == 1 and index[0, 1:, 1:].max() == 2 * R + 1
 

@@ -107,13 +107,16 @@ def num_buckets(method: str, ratio: float) -> int:
 
 
 @lru_cache(maxsize=64)
-def bucket_ids(method: str, ratio: float, grid: tuple[int, int], skip: int, device: torch.device) -> Tensor:
-    """`(parts, L, L)` long ids into the part-major table row, L = skip + H·W. Cached."""
+def bucket_ids(method: str, ratio: float, grid: tuple[int, int], skip: int, part_buckets: int,
+               device: torch.device) -> Tensor:
+    """`(parts, L, L)` long ids into a row of all parts' buckets (`part_buckets` each, the skip
+    bucket included when the table has one), L = skip + H·W. Cached."""
     with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward
-        return _build_ids(method, ratio, grid, skip, device)
+        return _build_ids(method, ratio, grid, skip, part_buckets, device)
 
 
-def _build_ids(method: str, ratio: float, grid: tuple[int, int], skip: int, device: torch.device) -> Tensor:
+def _build_ids(method: str, ratio: float, grid: tuple[int, int], skip: int, part_buckets: int,
+               device: torch.device) -> Tensor:
     H, W = grid
     rows = torch.arange(H, device=device).repeat_interleave(W)
     cols = torch.arange(W, device=device).repeat(H)
@@ -130,13 +133,11 @@ def _build_ids(method: str, ratio: float, grid: tuple[int, int], skip: int, devi
     else:  # clip: AutoFormer's layout, pos_j - pos_i clipped, the skip bucket first
         R = int(ratio)
         ids = [(-dr).clamp(-R, R) + R + 1, (-dc).clamp(-R, R) + R + 1]
-    n = num_buckets(method, ratio)
-    per_part = n + (1 if skip > 0 or method == "clip" else 0)
-    extra = 0 if method == "clip" else n
+    extra = 0 if method == "clip" else num_buckets(method, ratio)
     out = torch.full((len(ids), skip + H * W, skip + H * W), extra, dtype=torch.long, device=device)
     for p, part in enumerate(ids):
         out[p, skip:, skip:] = part
-        out[p] += p * per_part
+        out[p] += p * part_buckets
     return out
 
 
@@ -168,7 +169,7 @@ class IRPE(nn.Module):
         if skip < 0 or (skip > 0 and self.cfg.skip == 0 and self.cfg.method != "clip"):
             raise ValueError(f"iRPE got {length} tokens for a {height}x{width} grid; "
                              f"{skip} skip tokens but irpe.skip = {self.cfg.skip}")
-        return bucket_ids(self.cfg.method, float(self.cfg.ratio), (height, width), skip, device)
+        return bucket_ids(self.cfg.method, float(self.cfg.ratio), (height, width), skip, self.cfg.part_buckets, device)
 
     def merged(self, table: Tensor, heads: int) -> Tensor:
         """`table` as one row of all parts' buckets per head: (heads or 1, parts·buckets[, head_dim]).
