@@ -204,7 +204,7 @@ class IRPE(nn.Module):
         return out
 
     def qk_term(self, q: Tensor, k: Tensor, height: int, width: int) -> Tensor | None:
-        """What to add to the logits `q @ kᵀ`: `(B, H, L, L)` (or `(1, H, L, L)` in bias mode)."""
+        """What to add to the logits `q @ kᵀ`: `(B, H, L, L)` (bias mode: `(1, H or 1, L, L)`, broadcast)."""
         if self.table_q is None and self.table_k is None:
             return None
         ids = self.ids(height, width, q.shape[-2], q.device)
