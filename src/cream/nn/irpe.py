@@ -25,8 +25,8 @@ The q/k lookups compute `x @ tableᵀ` (B, H, L, buckets) and gather it by bucke
 + L²) per head instead of O(L²·d); the value term bins the attention weights by bucket
 (scatter-add) and multiplies the bins by the table, O(L² + L·buckets·d). Both were the fastest
 of the pure-PyTorch options measured on CPU (benchmarks/irpe_cost.py, one DeiT-Ti layer, batch 8,
-forward + backward): gather 7.3 ms vs one-hot einsum 12.1 ms vs the original's flat indexing
-15.9 ms; scatter 7.1 ms vs one-hot einsum 10.7 ms vs the original's gathered (L, L, d) table 21.9 ms.
+forward + backward): gather 4.6 ms vs one-hot einsum 7.3 ms vs the original's flat indexing
+12.5 ms; scatter 4.3 ms vs one-hot einsum 7.4 ms vs the original's gathered (L, L, d) table 13.6 ms.
 """
 
 from __future__ import annotations
