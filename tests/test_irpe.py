@@ -1,0 +1,131 @@
+"""iRPE against a naive reference written from the spec's formulas (§4.1-§4.3) with explicit loops."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cream.errors import ConfigError
+from cream.nn.irpe import IRPE, IRPEConfig, piecewise_index
+
+
+def g(x: float, r: float) -> int:
+    """Spec §4.1, one scalar at a time."""
+    alpha, beta, gamma = r, 2 * r, 8 * r
+    if abs(x) <= alpha:
+        return round(x)
+    y = round(alpha + math.log(abs(x) / alpha) / math.log(gamma / alpha) * (beta - alpha))
+    return int(math.copysign(min(int(beta), y), x))
+
+
+def ref_buckets(method: str, r: float, i: tuple[int, int] | None, j: tuple[int, int] | None, skip: bool) -> list[int]:
+    """Bucket of each part (rows, columns for cross/clip) for tokens at grid cells i, j (None: a skip token)."""
+    if method == "clip":  # AutoFormer: pos_j - pos_i clipped to ±R at rows 1..2R+1, row 0 for the class token
+        R = int(r)
+        per = 2 * R + 2
+        if i is None or j is None:
+            return [0, per]
+        return [max(-R, min(R, j[0] - i[0])) + R + 1, per + max(-R, min(R, j[1] - i[1])) + R + 1]
+    b = int(2 * r)
+    n = (2 * b + 1) ** 2 if method == "product" else 2 * b + 1
+    per = n + int(skip)
+    parts = 2 if method == "cross" else 1
+    if i is None or j is None:
+        return [p * per + n for p in range(parts)]
+    dx, dy = i[0] - j[0], i[1] - j[1]
+    if method == "euc":
+        return [g(round(math.sqrt(dx * dx + dy * dy)), r) + b]
+    if method == "quant":
+        return [g(dx * dx + dy * dy, r) + b]
+    if method == "product":
+        return [(g(dx, r) + b) * (2 * b + 1) + g(dy, r) + b]
+    return [g(dx, r) + b, per + g(dy, r) + b]
+
+
+def cells(H: int, W: int, skip: int) -> list[tuple[int, int] | None]:
+    return [None] * skip + [(y, x) for y in range(H) for x in range(W)]
+
+
+def reference(cfg: IRPEConfig, tables: dict[str, torch.Tensor], q, k, attn, H: int, W: int, skip: int, scale: float):
+    B, nh, L, d = q.shape
+    pos = cells(H, W, skip)
+    logits = torch.zeros(B, nh, L, L, dtype=torch.float64)
+    out = torch.zeros(B, nh, L, d, dtype=torch.float64)
+    for b in range(B):
+        for h in range(nh):
+            th = 0 if cfg.shared_head else h
+            for i in range(L):
+                for j in range(L):
+                    for bk in ref_buckets(cfg.method, cfg.ratio, pos[i], pos[j], cfg.skip > 0):
+                        if "k" in cfg.on:
+                            t = tables["k"][th, bk]
+                            logits[b, h, i, j] += (q[b, h, i] * t).sum() if cfg.mode == "ctx" else t
+                        if "v" in cfg.on:
+                            out[b, h, i] += attn[b, h, i, j] * tables["v"][th, bk]
+                    for bq in ref_buckets(cfg.method, cfg.ratio, pos[j], pos[i], cfg.skip > 0):
+                        if "q" in cfg.on:
+                            t = tables["q"][th, bq]
+                            logits[b, h, i, j] += (k[b, h, j] * scale * t).sum() if cfg.mode == "ctx" else t
+    return logits, out
+
+
+def test_spec_example():
+    assert piecewise_index(torch.arange(-13, 14), 1.9).tolist() == [-3] * 10 + [-2, -2, -1, 0, 1, 2, 2] + [3] * 10
+    assert [g(x, 1.9) for x in range(-13, 14)] == [-3] * 10 + [-2, -2, -1, 0, 1, 2, 2] + [3] * 10
+
+
+CASES = [(m, mode, on, shared, skip)
+         for m in ("euc", "quant", "cross", "product", "clip")
+         for mode, on in (("ctx", "qkv"), ("bias", "qk"))
+         for shared, skip in ((True, 1), (False, 0))]
+
+
+@pytest.mark.parametrize("method,mode,on,shared,skip", CASES)
+def test_matches_reference(method, mode, on, shared, skip):
+    torch.manual_seed(0)
+    ratio = 2 if method == "clip" else 1.3  # offsets of a 2x3 grid reach both branches of g
+    cfg = IRPEConfig(method=method, mode=mode, ratio=ratio, shared_head=shared, skip=skip, on=on)
+    B, nh, d, H, W = 1, 2, 3, 2, 3
+    L = skip + H * W
+    rpe = IRPE(cfg, d, nh).double()
+    with torch.no_grad():
+        for p in rpe.parameters():
+            p.normal_()
+    q, k = torch.randn(B, nh, L, d, dtype=torch.float64), torch.randn(B, nh, L, d, dtype=torch.float64)
+    attn = torch.randn(B, nh, L, L, dtype=torch.float64).softmax(-1)
+    tables = {w: getattr(rpe, f"table_{w}") for w in on}
+    want_logits, want_out = reference(cfg, tables, q, k, attn, H, W, skip, rpe.scale)
+    torch.testing.assert_close(rpe.qk_term(q, k, H, W).expand(B, nh, L, L), want_logits)
+    if "v" in on:
+        torch.testing.assert_close(rpe.v_term(attn, H, W), want_out)
+    else:
+        assert rpe.v_term(attn, H, W) is None
+
+
+def test_single_terms_and_gradients():
+    cfg = IRPEConfig(method="product", skip=1, on="v")
+    rpe = IRPE(cfg, 4, 2)
+    assert rpe.qk_term(torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4), 2, 2) is None
+    assert rpe.table_v.shape == (1, 50, 4) and not rpe.table_v.any()  # zero-initialised, 7x7 + 1 buckets
+    rpe = IRPE(IRPEConfig(method="cross", skip=1, on="qkv", shared_head=False), 4, 2)
+    q = torch.randn(1, 2, 5, 4, requires_grad=True)
+    attn, w = torch.rand(1, 2, 5, 5), torch.randn(1, 2, 5, 5)
+    ((rpe.qk_term(q, q, 2, 2) * w).sum() + rpe.v_term(attn, 2, 2).sum()).backward()
+    assert all(p.grad.abs().sum() > 0 for p in (rpe.table_q, rpe.table_k, rpe.table_v))
+    assert q.grad.abs().sum() == 0  # zero tables: at first only the tables learn
+
+
+@pytest.mark.parametrize("kwargs,key", [({"method": "rope"}, "irpe.method"), ({"mode": "contextual"}, "irpe.mode"),
+                                        ({"on": "x"}, "irpe.on"), ({"on": "v", "mode": "bias"}, "irpe.on"),
+                                        ({"ratio": 0}, "irpe.ratio"), ({"method": "clip", "ratio": 1.5}, "irpe.ratio")])
+def test_bad_config(kwargs, key):
+    with pytest.raises(ConfigError, match=key):
+        IRPEConfig(**kwargs)
+
+
+def test_skip_tokens_need_skip():
+    rpe = IRPE(IRPEConfig(skip=0), 4, 1)
+    with pytest.raises(ValueError, match="skip"):
+        rpe.qk_term(torch.zeros(1, 1, 5, 4), torch.zeros(1, 1, 5, 4), 2, 2)
