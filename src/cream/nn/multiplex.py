@@ -75,8 +75,9 @@ def attend(attn: nn.Module, x: Tensor, app: Application, *, bias: Tensor | None 
     q, k = getattr(attn, "q_norm", nn.Identity())(q), getattr(attn, "k_norm", nn.Identity())(k)
     q = q * attn.scale
     a = q @ k.transpose(-2, -1)
-    if app.rpe is not None:
-        a = a + app.rpe.qk_term(q, k, *grid)
+    rel = None if app.rpe is None else app.rpe.qk_term(q, k, *grid)
+    if rel is not None:
+        a = a + rel
     if bias is not None:
         a = a + bias
     if app.mix_pre is not None:
@@ -88,8 +89,9 @@ def attend(attn: nn.Module, x: Tensor, app: Application, *, bias: Tensor | None 
         a = _mix(app.mix_post, a)
     a = attn.attn_drop(a)
     out = a @ v
-    if app.rpe is not None:
-        out = out + app.rpe.v_term(a, *grid)
+    rel = None if app.rpe is None else app.rpe.v_term(a, *grid)
+    if rel is not None:
+        out = out + rel
     out = getattr(attn, "norm", nn.Identity())(out.transpose(1, 2).reshape(b, n, -1))
     return attn.proj_drop(attn.proj(out))
 
