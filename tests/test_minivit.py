@@ -127,6 +127,8 @@ def test_local_ffn_transform_replaces_the_stream_then_adds_the_depthwise_conv():
     y = F.layer_norm(x, (6,), app.local_norm.weight, app.local_norm.bias)
     conv = F.conv2d(y.permute(0, 3, 1, 2), app.local_conv.weight, app.local_conv.bias, padding=3, groups=6)
     assert torch.allclose(app.local(x, (4, 4)), y + conv.permute(0, 2, 3, 1), atol=1e-6)
+    tokens = app.local(x.reshape(2, 16, 6), (4, 4))  # a ViT's (B, N, C) tokens on a 4x4 grid: the same
+    assert torch.allclose(tokens, app.local(x, (4, 4)).reshape(2, 16, 6), atol=1e-6)
 
 
 # name: (params, published millions); published counts are rounded to whole millions

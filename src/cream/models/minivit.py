@@ -60,10 +60,11 @@ class MiniSwin(SwinTransformer):
 class MiniDeiT(VisionTransformer):
     """DeiT without class token (average pooling after the final norm), depth/`repeats` unique blocks each
     applied `repeats` times. Per application: LN1, LN2, bias-free 1x1-conv head mixing before and after
-    the softmax, drop path and iRPE on keys (contextual product, shared head, ratio 1.9, 49 buckets)."""
+    the softmax, drop path and iRPE on keys (contextual product, shared head, ratio 1.9, 49 buckets).
+    `local_ffn` adds the paper's MLP transform (LN_local + DW 7x7 conv), which the original DeiT code lacks."""
 
     def __init__(self, *, depth: int = 12, repeats: int = 2, drop_path_rate: float = 0.0, head_mix: bool = True,
-                 rpe: bool = True, **kwargs: Any) -> None:
+                 rpe: bool = True, local_ffn: bool = False, **kwargs: Any) -> None:
         if depth % repeats:
             raise ConfigError(f"config key 'model.kwargs.repeats' = {repeats} must divide the depth {depth}")
         kwargs = {"qkv_bias": True, "class_token": False, "global_pool": "avg", "fc_norm": False, **kwargs}
@@ -75,7 +76,7 @@ class MiniDeiT(VisionTransformer):
         rates = iter(_drop_paths(drop_path_rate, depth))
         self.blocks = nn.Sequential(*[
             MultiplexedBlock(block, [Application(dim, heads, norm_layer=norm, drop_path=next(rates),
-                                                 mix="conv" if head_mix else "",
+                                                 mix="conv" if head_mix else "", local_ffn=local_ffn,
                                                  rpe=_mini_deit_rpe(dim // heads, heads) if rpe else None)
                                      for _ in range(repeats)], grid)
             for block in self.blocks])
