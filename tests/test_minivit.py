@@ -227,6 +227,18 @@ def test_distill_step_adds_the_weighted_relation_losses():
     assert loss == pytest.approx(float(soft + attn + 0.1 * hidden), rel=1e-4)
 
 
+def test_relation_losses_need_a_teacher_that_shows_its_layers():
+    from types import SimpleNamespace
+
+    from cream.errors import ConfigError
+    from cream.teachers.networks import SupernetPath
+    from cream.train.distill import Distill
+
+    strategy = Distill(SupernetPath(torch.nn.Identity(), {}), attn_weight=1.0, student_layers=[0], teacher_layers=[0])
+    with pytest.raises(ConfigError, match="need a teacher network that shows its layers"):
+        strategy.setup(SimpleNamespace(mixup=None, device=torch.device("cpu")))
+
+
 @pytest.mark.parametrize(("settings", "message"), [
     (["distill.attn_weight=1", "distill.student_layers=[1,2]", "distill.teacher_layers=[1]"],
      "'distill.student_layers' = [1, 2] and 'distill.teacher_layers' = [1] must pair layers one to one"),
