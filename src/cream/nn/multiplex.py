@@ -141,6 +141,7 @@ class MultiplexedSwinBlock(MultiplexedBlock):
         self.shift = 0 if min(res) <= min(window) else window[0] // 2
         block.shift_size = (self.shift, self.shift)
         mask = block.get_attn_mask(device=block.attn.qkv.weight.device, dtype=torch.float32) if self.shift else None
+        block.attn_mask = None  # timm's own mask (for the shift it was built with) is never used here
         self.register_buffer("shift_mask", mask, persistent=False)
         if any(r % w for r, w in zip(res, window, strict=True)):
             raise ConfigError(f"a Mini-Swin stage map of {res} does not split into windows of {window}; "

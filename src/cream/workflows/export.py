@@ -73,7 +73,11 @@ def _export_timm_model(cfg: RunConfig, src: Path, out: Path) -> dict[str, Any]:
 
     with torch.device("meta"):  # the class count is the classifier's rows in the saved weights
         probe = configured_model(cfg, 1, inherit=False)
-    head = {id(p): n for n, p in probe.named_parameters()}[id(probe.get_classifier().weight)]
+    weight = getattr(probe.get_classifier(), "weight", None) if hasattr(probe, "get_classifier") else None
+    if weight is None:
+        raise CreamError(f"'{src}' trained {cfg.model.name!r}, whose classifier has no weight to read the class "
+                         "count from; it cannot be exported as a timm model")
+    head = {id(p): n for n, p in probe.named_parameters()}[id(weight)]
     with safe_open(str(src / "model.safetensors"), "pt") as f:
         num_classes = f.get_slice(head).get_shape()[0]
     model = configured_model(cfg, num_classes, inherit=False)
