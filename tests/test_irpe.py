@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from cream.errors import ConfigError
+from cream.nn.elastic import ElasticAttention, active_state_dict
 from cream.nn.irpe import IRPE, IRPEConfig, piecewise_index
+from cream.nn.vit_blocks import Attention
 
 
 def g(x: float, r: float) -> int:
@@ -20,28 +22,25 @@ def g(x: float, r: float) -> int:
     return int(math.copysign(min(int(beta), y), x))
 
 
-def ref_buckets(method: str, r: float, i: tuple[int, int] | None, j: tuple[int, int] | None, skip: bool) -> list[int]:
-    """Bucket of each part (rows, columns for cross/clip) for tokens at grid cells i, j (None: a skip token)."""
+def ref_buckets(method: str, r: float, i: tuple[int, int] | None, j: tuple[int, int] | None) -> list[tuple]:
+    """(part, bucket) of each part (rows, columns for cross/clip) for tokens at grid cells i, j (None: skip)."""
     if method == "clip":  # AutoFormer: pos_j - pos_i clipped to ±R at rows 1..2R+1, row 0 for the class token
         R = int(r)
-        per = 2 * R + 2
         if i is None or j is None:
-            return [0, per]
-        return [max(-R, min(R, j[0] - i[0])) + R + 1, per + max(-R, min(R, j[1] - i[1])) + R + 1]
+            return [(0, 0), (1, 0)]
+        return [(0, max(-R, min(R, j[0] - i[0])) + R + 1), (1, max(-R, min(R, j[1] - i[1])) + R + 1)]
     b = int(2 * r)
     n = (2 * b + 1) ** 2 if method == "product" else 2 * b + 1
-    per = n + int(skip)
-    parts = 2 if method == "cross" else 1
     if i is None or j is None:
-        return [p * per + n for p in range(parts)]
+        return [(p, n) for p in range(2 if method == "cross" else 1)]
     dx, dy = i[0] - j[0], i[1] - j[1]
     if method == "euc":
-        return [g(round(math.sqrt(dx * dx + dy * dy)), r) + b]
+        return [(0, g(round(math.sqrt(dx * dx + dy * dy)), r) + b)]
     if method == "quant":
-        return [g(dx * dx + dy * dy, r) + b]
+        return [(0, g(dx * dx + dy * dy, r) + b)]
     if method == "product":
-        return [(g(dx, r) + b) * (2 * b + 1) + g(dy, r) + b]
-    return [g(dx, r) + b, per + g(dy, r) + b]
+        return [(0, (g(dx, r) + b) * (2 * b + 1) + g(dy, r) + b)]
+    return [(0, g(dx, r) + b), (1, g(dy, r) + b)]
 
 
 def cells(H: int, W: int, skip: int) -> list[tuple[int, int] | None]:
@@ -58,15 +57,15 @@ def reference(cfg: IRPEConfig, tables: dict[str, torch.Tensor], q, k, attn, H: i
             th = 0 if cfg.shared_head else h
             for i in range(L):
                 for j in range(L):
-                    for bk in ref_buckets(cfg.method, cfg.ratio, pos[i], pos[j], cfg.skip > 0):
+                    for bk in ref_buckets(cfg.method, cfg.ratio, pos[i], pos[j]):
                         if "k" in cfg.on:
-                            t = tables["k"][th, bk]
+                            t = tables["k"][bk[0], th, bk[1]]
                             logits[b, h, i, j] += (q[b, h, i] * t).sum() if cfg.mode == "ctx" else t
                         if "v" in cfg.on:
-                            out[b, h, i] += attn[b, h, i, j] * tables["v"][th, bk]
-                    for bq in ref_buckets(cfg.method, cfg.ratio, pos[j], pos[i], cfg.skip > 0):
+                            out[b, h, i] += attn[b, h, i, j] * tables["v"][bk[0], th, bk[1]]
+                    for bq in ref_buckets(cfg.method, cfg.ratio, pos[j], pos[i]):
                         if "q" in cfg.on:
-                            t = tables["q"][th, bq]
+                            t = tables["q"][bq[0], th, bq[1]]
                             logits[b, h, i, j] += (k[b, h, j] * scale * t).sum() if cfg.mode == "ctx" else t
     return logits, out
 
@@ -95,7 +94,7 @@ def test_matches_reference(method, mode, on, shared, skip):
             p.normal_()
     q, k = torch.randn(B, nh, L, d, dtype=torch.float64), torch.randn(B, nh, L, d, dtype=torch.float64)
     attn = torch.randn(B, nh, L, L, dtype=torch.float64).softmax(-1)
-    tables = {w: getattr(rpe, f"table_{w}") for w in on}
+    tables = {w: getattr(rpe, f"table_{w}").unflatten(0, (cfg.parts, -1)) for w in on}  # [part, head, bucket]
     want_logits, want_out = reference(cfg, tables, q, k, attn, H, W, skip, rpe.scale)
     torch.testing.assert_close(rpe.qk_term(q, k, H, W).expand(B, nh, L, L), want_logits)
     if "v" in on:
@@ -129,3 +128,19 @@ def test_skip_tokens_need_skip():
     rpe = IRPE(IRPEConfig(skip=0), 4, 1)
     with pytest.raises(ValueError, match="skip"):
         rpe.qk_term(torch.zeros(1, 1, 5, 4), torch.zeros(1, 1, 5, 4), 2, 2)
+
+
+def test_elastic_attention_with_per_head_irpe_extracts():
+    """A supernet attention with per-head iRPE tables: the active heads' slice is the static attention."""
+    torch.manual_seed(0)
+    cfg = IRPEConfig(method="cross", skip=1, on="qkv", shared_head=False)
+    elastic = ElasticAttention(16, num_heads=4, head_dim=4, irpe=cfg)
+    with torch.no_grad():
+        for p in elastic.irpe.parameters():
+            p.normal_()
+    elastic.set_active(12, 2)
+    static = Attention(12, 2, head_dim=4, irpe=cfg)
+    static.load_state_dict(active_state_dict(elastic))  # strict
+    assert static.irpe.table_k.shape == (2 * 2, cfg.part_buckets, 4)
+    x = torch.randn(2, 1 + 9, 12)
+    torch.testing.assert_close(elastic(x, (3, 3)), static(x, (3, 3)))

@@ -98,7 +98,7 @@ def init_vit_weights(model: nn.Module) -> None:
     """Spec §2: Linear trunc_normal(0.02)/0, LayerNorm 1/0, embeddings and rel-pos tables
     trunc_normal(0.02); the patch convolution keeps PyTorch's default init."""
     for name, p in model.named_parameters():
-        if name.endswith(("cls_token", "pos_embed", "rel_pos_k", "rel_pos_v")):
+        if name.endswith(("cls_token", "pos_embed")) or ".irpe.table_" in name:
             trunc_normal_(p, std=0.02)
     for m in model.modules():
         if isinstance(m, nn.Linear):

@@ -15,9 +15,11 @@ clipped to ±R (R = `ratio`) and each part's class-token bucket comes first (row
 AutoFormer's tables are this module's tables reshaped.
 
 Skip tokens (class, distillation) lead the sequence; every pair involving one uses one extra
-bucket per part. Tables start at zero. A part-major table holds all parts' buckets in a row:
-(heads or 1, parts·buckets, head_dim) in contextual mode, (heads or 1, parts·buckets) in bias
-mode (the original stores its q/k contextual tables transposed, as (h, head_dim, buckets)).
+bucket per part. Tables start at zero. Each part has a (heads or 1, buckets[, head_dim]) table
+and the parts are stacked on the first axis: (parts·(heads or 1), buckets, head_dim) in
+contextual mode, (parts·(heads or 1), buckets) in bias mode. So AutoFormer's shared `clip` tables
+are `(2, 2R + 2, head_dim)` as before; the original stores its q/k contextual tables transposed,
+as (heads, head_dim, buckets).
 
 The q/k lookups compute `x @ tableᵀ` (B, H, L, buckets) and gather it by bucket id, O(L·buckets·d
 + L²) per head instead of O(L²·d); the value term bins the attention weights by bucket
@@ -149,8 +151,8 @@ class IRPE(nn.Module):
         super().__init__()
         self.cfg, self.head_dim, self.num_heads = cfg, head_dim, num_heads
         self.scale = head_dim**-0.5 if scale is None else scale
-        h = 1 if cfg.shared_head else num_heads
-        shape = (h, cfg.table_buckets, head_dim) if cfg.mode == "ctx" else (h, cfg.table_buckets)
+        rows = cfg.parts * (1 if cfg.shared_head else num_heads)
+        shape = (rows, cfg.part_buckets, head_dim) if cfg.mode == "ctx" else (rows, cfg.part_buckets)
         for where in "qkv":
             table = nn.Parameter(torch.zeros(shape)) if where in cfg.on else None
             self.register_parameter(f"table_{where}", table)
@@ -168,8 +170,26 @@ class IRPE(nn.Module):
                              f"{skip} skip tokens but irpe.skip = {self.cfg.skip}")
         return bucket_ids(self.cfg.method, float(self.cfg.ratio), (height, width), skip, device)
 
+    def merged(self, table: Tensor, heads: int) -> Tensor:
+        """`table` as one row of all parts' buckets per head: (heads or 1, parts·buckets[, head_dim]).
+
+        Per-head tables keep their first `heads` (an elastic attention's active heads)."""
+        t = table.unflatten(0, (self.cfg.parts, -1))
+        if t.shape[1] > 1:
+            t = t[:, :heads]
+        return t.transpose(0, 1).flatten(1, 2)
+
+    def active_tables(self, heads: int) -> dict[str, Tensor]:
+        """The tables a `heads`-head slice of this layer uses (the first heads of per-head tables)."""
+        out = {}
+        for name, table in self.named_parameters():
+            t = table.unflatten(0, (self.cfg.parts, -1))
+            out[name] = table if t.shape[1] == 1 or t.shape[1] == heads else t[:, :heads].flatten(0, 1)
+        return out
+
     def _lookup(self, x: Tensor, table: Tensor, ids: Tensor) -> Tensor:
         """`e[b, h, i, j] = x[b, h, i] · table[ids[i, j]]` (contextual) or `table[ids[i, j]]` (bias)."""
+        table = self.merged(table, x.shape[1])
         if self.cfg.mode == "bias":
             out = table[:, ids[0]]
             for part in ids[1:]:
@@ -201,8 +221,8 @@ class IRPE(nn.Module):
         ids = self.ids(height, width, L, attn.device)
         bins = attn.new_zeros(B, H, L, self.cfg.table_buckets)
         for part in ids:
-            bins = bins.scatter_add(-1, part.expand(B, H, L, L), attn)
-        return bins @ self.table_v
+            bins.scatter_add_(-1, part.expand(B, H, L, L), attn)
+        return bins @ self.merged(self.table_v, H)
 
 
 class IRPEAttention(nn.Module):
