@@ -159,8 +159,9 @@ def test_layers_count_applications_and_record_what_the_forward_computed():
     teacher = timm.create_model("swin_tiny_patch4_window7_224", **SWIN).eval()
     assert count_layers(mini) == count_layers(teacher) == 12  # depths 2, 2, 6, 2
     x = torch.randn(2, 3, 16, 16)
-    with record(mini, [11, 0]) as rec:
+    with record(mini, [11, 0, 11]) as rec:
         out = mini(x)
+    assert len(rec.hidden) == len(rec.qkv) == 3 and torch.equal(rec.hidden[2], rec.hidden[0])  # asked twice
     last = mini.norm(rec.hidden[0]).mean(1)  # the last application's output makes the logits
     assert torch.allclose(mini.head.fc(last), out, atol=1e-5)
     first = mini.layers[0].blocks[0]

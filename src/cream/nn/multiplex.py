@@ -55,7 +55,7 @@ class Application(nn.Module):
         self.rpe = rpe
 
     def local(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
-        """Mini-SWin's FFN transform: x = LN_local(x) (no residual around it), then x + DWConv7x7(x)."""
+        """Mini-Swin's FFN transform: x = LN_local(x) (no residual around it), then x + DWConv7x7(x)."""
         if self.local_conv is None:
             return x
         x = self.local_norm(x)

@@ -68,19 +68,21 @@ def record(model: nn.Module, layers: Sequence[int], key: str = "distill.student_
         raise ConfigError(f"config key '{key}' = {list(layers)} names layers {bad}; "
                           f"this model has layers 0..{total - 1}")
     rec = Recording(layers)
-    slot = {layer: i for i, layer in enumerate(layers)}
+    slots: dict[int, list[int]] = {}  # a layer may be asked for more than once (paired with two teacher layers)
+    for i, layer in enumerate(layers):
+        slots.setdefault(layer, []).append(i)
     seen = {"qkv": 0, "hidden": 0}
 
     def on_qkv(module: nn.Module, args: tuple, out: Tensor) -> None:
         i, seen["qkv"] = seen["qkv"] % total, seen["qkv"] + 1
-        if i in slot:
-            c = out.shape[-1] // 3
-            rec.by_slot_qkv[slot[i]] = (out[..., :c], out[..., c:2 * c], out[..., 2 * c:])
+        c = out.shape[-1] // 3
+        for j in slots.get(i, ()):
+            rec.by_slot_qkv[j] = (out[..., :c], out[..., c:2 * c], out[..., 2 * c:])
 
     def on_hidden(module: nn.Module, args: tuple, out: Tensor) -> None:
         i, seen["hidden"] = seen["hidden"] % total, seen["hidden"] + 1
-        if i in slot:
-            rec.by_slot_hidden[slot[i]] = out.flatten(1, -2)
+        for j in slots.get(i, ()):
+            rec.by_slot_hidden[j] = out.flatten(1, -2)
 
     handles = []
     for q, h, _ in layer_taps(model):
