@@ -7,10 +7,13 @@ import math
 import pytest
 import torch
 
+import cream
+from cream.cost.measure import measure
 from cream.errors import ConfigError
 from cream.nn.elastic import ElasticAttention, active_state_dict
 from cream.nn.irpe import IRPE, IRPEConfig, piecewise_index
 from cream.nn.vit_blocks import Attention
+from cream.spaces import get_space
 
 
 def g(x: float, r: float) -> int:
@@ -144,3 +147,35 @@ def test_elastic_attention_with_per_head_irpe_extracts():
     assert static.irpe.table_k.shape == (2 * 2, cfg.part_buckets, 4)
     x = torch.randn(2, 1 + 9, 12)
     torch.testing.assert_close(elastic(x, (3, 3)), static(x, (3, 3)))
+
+
+TINY_VIT = {"family": "vit", "embed_dims": [32, 48], "depths": [2, 3], "num_heads": [1, 2], "mlp_ratios": [3.0, 4.0],
+            "img_size": 32, "patch_size": 8, "num_classes": 10, "head_dim": 8}
+
+
+@pytest.mark.parametrize("irpe", [{"method": "product", "on": "qkv", "shared_head": False},
+                                  {"method": "quant", "mode": "bias", "on": "qk", "ratio": 2}])
+def test_vit_space_with_irpe(irpe):
+    """A ViT space with `irpe`: the supernet's path equals its extracted model, and the space's cost is measured."""
+    space = get_space({**TINY_VIT, "irpe": irpe})
+    assert get_space(space.to_config()) == space
+    torch.manual_seed(0)
+    net = cream.supernet(space).eval()
+    tables = [p for n, p in net.named_parameters() if ".irpe.table_" in n]
+    assert len(tables) == 3 * len(irpe["on"]) and not any(t.any() for t in tables)  # zero, as iRPE's
+    with torch.no_grad():
+        for t in tables:
+            t.normal_()
+    arch = {"embed_dim": 32, "depth": 2, "num_heads": [1, 2], "mlp_ratio": [3.0, 4.0]}
+    model = net.extract(arch).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x, arch), atol=1e-5, rtol=0)
+    assert space.cost(arch) == measure(model, (3, 32, 32))
+
+
+def test_vit_space_irpe_bad_keys():
+    with pytest.raises(ConfigError, match="space.irpe has unknown keys"):
+        get_space({**TINY_VIT, "irpe": {"methd": "product"}})
+    with pytest.raises(ConfigError, match="irpe.on"):
+        get_space({**TINY_VIT, "irpe": {"on": "kx"}})
