@@ -219,7 +219,8 @@ class EfficientVitSpace:
                                 f"(embed_dim, num_heads) among {self.pairs(s)}")
         kernels = arch["kernels"]
         if not isinstance(kernels, (list, tuple)) or len(kernels) != len(self.kernels):
-            raise ArchError(f"arch field 'kernels' = {kernels!r} must be a list of {len(self.kernels)} per-head kernels")
+            raise ArchError(f"arch field 'kernels' = {kernels!r} must be a list of {len(self.kernels)} per-head "
+                            f"kernels")
         out["kernels"] = [check_choice(f"head{i + 1}.kernel", k, self.kernels[i]) for i, k in enumerate(kernels)]
         return out
 
