@@ -210,9 +210,9 @@ def bias_index(window: int, device: torch.device) -> Tensor:
 
 
 class ElasticHeadProjection(ElasticConv):
-    """The 1×1 output projection of cascaded group attention: its input is `heads` blocks of `head_dim`
-    (one per head's values), and head i of an active C/h-wide head reads the leading C/h columns of block i,
-    so a head keeps its columns whatever the head count."""
+    """The 1×1 output projection of cascaded group attention. Its super input is `heads` blocks of
+    `head_dim` columns, one per head's values; with h heads of value width C/h active, head i reads the
+    leading C/h columns of block i, so a head keeps its columns whatever the head count."""
 
     def __init__(self, heads: int, head_dim: int, out_chans: int) -> None:
         super().__init__(heads * head_dim, out_chans, 1)
