@@ -4,10 +4,10 @@ Counts: for each `configs/efficientvit/mN.json`, the analytic params and MACs of
 `efficientvit_mN` measures (params, `torch.utils.flop_counter` MACs) and the README's figures.
 Speed: the `efficientvit-msra` supernet with an arch set vs its extracted `EfficientVitMsra` vs timm's own
 `efficientvit_mN`, eval forward and a train step (forward, cross-entropy, backward), timed round-robin in
-one process in process CPU seconds (the machine is shared), median over repeats, one thread. No arch of
-M0-M5 has the supernet's shape in any stage but M5's stage 1, so almost every tensor is a slice. What the
-ratio shows is the per-module Python overhead of the elastic ops (a few hundred small modules) next to
-the arithmetic, which is small at EfficientViT's sizes.
+one process in process CPU seconds (the machine is shared), median over repeats, one thread. M0 and M4
+use slices of almost every super tensor (`efficientvit-msra` is wider and deeper); the supernet's extra
+time is the per-module work of the elastic ops (a few hundred small modules), which weighs most on the
+smallest model.
 
     PYTHONPATH=src python benchmarks/efficientvit_supernet.py [--batch 8] [--repeats 5] [--archs m0 m4] [--size 224]
 """
