@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cream.atomic import atomic_write_bytes
 from cream.errors import CreamError
 from cream.teachers.base import Keys
 
@@ -102,7 +103,7 @@ class StoreWriter:
                                  "choose another folder")
         elif rank == 0:
             self.path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(meta_file, (json.dumps(self.meta, indent=2) + "\n").encode())
+            atomic_write_bytes(meta_file, (json.dumps(self.meta, indent=2) + "\n").encode())
 
     def has(self, epoch: int) -> bool:
         return (self.path / epoch_dir(self.top_k, epoch)).is_dir()
@@ -118,8 +119,8 @@ class StoreWriter:
         rec["values"] = values.cpu().numpy().astype(np.float16)
         folder = self.partial(epoch)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(folder / f"rank{self.rank}-values.bin", rec.tobytes())
-        _write_atomic(folder / f"rank{self.rank}-keys.txt", "".join(f"{i}\n" for i in indices).encode())
+        atomic_write_bytes(folder / f"rank{self.rank}-values.bin", rec.tobytes())
+        atomic_write_bytes(folder / f"rank{self.rank}-keys.txt", "".join(f"{i}\n" for i in indices).encode())
 
     def finish(self, epoch: int) -> None:
         """Publish `epoch` (one rank calls this, after every rank has written)."""
@@ -230,11 +231,3 @@ class LogitStore:
         self._records = np.concatenate(parts) if parts else np.zeros(0, dtype)
         self._row, self._epoch = row, epoch
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
