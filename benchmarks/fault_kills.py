@@ -76,6 +76,7 @@ def arm(moment: str) -> None:
         from cream.search.inherited import InheritedScorer
         _count_calls(InheritedScorer, "__call__", n, die)
     elif kind == "write":
+        from cream.atomic import atomic_path
         from cream.train import checkpoint
         seen = [0]
 
@@ -85,12 +86,9 @@ def arm(moment: str) -> None:
                 return save(obj, path)
             buf = io.BytesIO()
             torch.save(obj, buf)
-            tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-            with open(tmp, "wb") as f:
-                f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-                f.flush()
-                os.fsync(f.fileno())
-            die()
+            with atomic_path(path) as tmp:  # killed inside: the torn temp file stays, unrenamed
+                tmp.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+                die()
 
         save, checkpoint.save_atomic = checkpoint.save_atomic, half_write
     else:

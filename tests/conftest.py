@@ -6,6 +6,7 @@ CREAM_SHARED_DATA environment variable); tests that need them skip cleanly witho
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -125,3 +127,11 @@ def resume_matches(reference: Path, killed: Path, files: tuple[str, ...]) -> Non
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for name in files:
         assert (reference / name).read_text() == (killed / name).read_text(), name
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """The script `benchmarks/<name>.py` as a module, so a test reuses a benchmark's helpers (e.g. its kills)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

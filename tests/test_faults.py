@@ -5,21 +5,17 @@ The kills come from benchmarks/fault_kills.py (its full 20-kill run is recorded 
 the killed processes are forks of this one, which has imported torch and cream already, so each starts at once.
 """
 
-import importlib.util
 import json
 import random
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import benchmark_module
 
 from cream.cli import main as cream_main
 
-_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "fault_kills.py"
-_SPEC = importlib.util.spec_from_file_location("fault_kills", _SCRIPT)
-faults = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(faults)
+faults = benchmark_module("fault_kills")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ SETN's candidates on the spec's test vector (TV-SETN-1), the hypergradient, and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import signal
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import nested_equal, sets
+from conftest import benchmark_module, nested_equal, sets
 from test_darts import SPACE, TINY
 
 import cream
@@ -28,10 +27,7 @@ from cream.train.strategies import make_strategy
 from cream.train.uniform import step_rng
 from cream.workflows.supernet import new_supernet, resolve_space, train_supernet
 
-_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "fault_kills.py"
-_SPEC = importlib.util.spec_from_file_location("fault_kills", _SCRIPT)
-faults = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(faults)
+faults = benchmark_module("fault_kills")
 
 
 def _cfg(strategy: str, *extra: str) -> RunConfig:

@@ -5,7 +5,6 @@ published NSENets' counts, the supernet's extraction, and `cream nse` end to end
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import random
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import timm
 import torch
 import yaml
+from conftest import benchmark_module
 from safetensors.torch import load_file
 
 from cream.cost import measure
@@ -27,10 +27,7 @@ from cream.train.nse import Nse, config_prob, draw_pair, gate_probs, pair_weight
 from cream.weights import load_weights
 from cream.workflows.nse import band_samples, select_front
 
-_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "fault_kills.py"
-_SPEC = importlib.util.spec_from_file_location("fault_kills", _SCRIPT)
-faults = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(faults)
+faults = benchmark_module("fault_kills")
 
 
 # --- §4.6 test vectors -------------------------------------------------------------------------------

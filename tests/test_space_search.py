@@ -1,23 +1,19 @@
 """Searching the search space (AutoFormerV2/S3): the space contract, the range moves, and `cream space-search`
 end to end on digits, killed with SIGKILL mid-run and resumed to the uninterrupted result bit for bit."""
 
-import importlib.util
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import benchmark_module
 
 from cream.config import RunConfig, from_dict
 from cream.errors import ConfigError
 from cream.search.space_search import linear_trend, moved_range
 from cream.spaces import get_space
 
-_SCRIPT = Path(__file__).parents[1] / "benchmarks" / "fault_kills.py"
-_SPEC = importlib.util.spec_from_file_location("fault_kills", _SCRIPT)
-faults = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(faults)
+faults = benchmark_module("fault_kills")
 
 # 3 training steps an epoch, 2 epochs a supernet; embed dim and MLP ratio move; 2 space steps, then the evolved
 # space's supernet and search (the supernets stay near chance: the test checks the mechanics, the benchmark more)

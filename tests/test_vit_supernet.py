@@ -12,7 +12,8 @@ import cream
 from cream.cost import count_params, measure_macs
 from cream.models.autoformer import AutoFormer
 from cream.nn.elastic import ElasticQKV
-from cream.nn.relpos import attend, rel_pos_index
+from cream.nn.irpe import IRPE, bucket_ids
+from cream.nn.relpos import attend, autoformer_irpe
 from cream.spaces import get_space
 from cream.spaces.vit import ViTSpace, published_archs
 from cream.supernets.vit import ViTSupernet
@@ -143,10 +144,14 @@ def test_relative_position_attention_matches_the_spec_formula():
     qkv = torch.randn(2, N, 3 * heads * hd, dtype=torch.float64)
     rel_k = torch.randn(2, 2 * R + 2, hd, dtype=torch.float64)
     rel_v = torch.randn(2, 2 * R + 2, hd, dtype=torch.float64)
-    out = attend(qkv, heads, hd, rel_k, rel_v, grid, R)
+    irpe = IRPE(autoformer_irpe(R), hd, heads).double()
+    assert irpe.table_k.shape == irpe.table_v.shape == rel_k.shape  # AutoFormer's [v, h] tables
+    with torch.no_grad():
+        irpe.table_k.copy_(rel_k), irpe.table_v.copy_(rel_v)
+    out = attend(qkv, heads, hd, irpe, grid)
     assert torch.allclose(out, naive_rel_attention(qkv, heads, hd, rel_k, rel_v, grid, R), atol=1e-12)
-    index = rel_pos_index(grid, R, qkv.device)
-    assert index is rel_pos_index(grid, R, qkv.device)  # cached per grid
+    index = bucket_ids("clip", float(R), grid, 1, 2 * R + 2, qkv.device)
+    assert index is bucket_ids("clip", float(R), grid, 1, 2 * R + 2, qkv.device)  # cached per grid
     assert index[0, 0].eq(0).all() and index[1, :, 0].eq(2 * R + 2).all()
     assert index[0, 1:, 1:].min() == 1 and index[0, 1:, 1:].max() == 2 * R + 1
 
@@ -222,3 +227,21 @@ def test_inference_weights_follow_arch_and_parameter_changes():
     check()
     net.half().float()  # new storage (maybe at a freed address) with rounded values
     check()
+
+
+def test_checkpoints_from_before_irpe_load():
+    """AutoFormer's tables moved from `attn.rel_pos_{k,v}` to `attn.irpe.table_{k,v}` (same shapes, same order)."""
+    net = supernet().eval()
+    arch = net.space.smallest()
+    legacy = {k.replace("irpe.table_", "rel_pos_"): v for k, v in net.state_dict().items()}
+    assert any(k.endswith("attn.rel_pos_k") for k in legacy)
+    torch.manual_seed(1)
+    fresh = cream.supernet(net.space).eval()
+    fresh.load_state_dict(legacy)  # strict
+    model = net.extract(arch).eval()
+    legacy_model = {k.replace("irpe.table_", "rel_pos_"): v for k, v in model.state_dict().items()}
+    model.load_state_dict(legacy_model)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x, arch), net(x, arch))
+        assert torch.allclose(model(x), net(x, arch), atol=1e-5, rtol=0)

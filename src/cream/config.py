@@ -167,10 +167,24 @@ class DistillConfig:
     """Distillation of a standalone model: (1 - alpha) * label loss + alpha * loss(student, teacher)."""
 
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    loss: str = option("kl", doc="a name in cream.teachers.losses.DISTILL_LOSSES: kl, soft, hard")
+    loss: str = option("kl", doc="a name in cream.teachers.losses.DISTILL_LOSSES: kl, soft, deit_soft, hard")
     alpha: float = option(0.5, lo=0.0, hi=1.0, doc="weight of the distillation term")
     temperature: float = option(1.0, lo=0.01, doc="softens both distributions (kl, soft); the loss is scaled by τ²")
     top_k: int = option(10, lo=1, doc="`cream distill-store`: probabilities kept per sample")
+    attn_weight: float = option(0.0, lo=0.0, doc="weight of MiniViT's attention-relation loss (Q/K/V relations "
+                                                 "at student_layers vs teacher_layers; 0 = off)")
+    hidden_weight: float = option(0.0, lo=0.0, doc="weight of MiniViT's hidden-relation loss (0 = off)")
+    relation_heads: int = option(1, lo=1, doc="attention-relation loss: channel groups (the original's --ar)")
+    student_layers: list[int] = option([], doc="relation losses: student layers (block applications, from 0)")
+    teacher_layers: list[int] = option([], doc="relation losses: the teacher layers paired with student_layers")
+
+    def __post_init__(self) -> None:
+        if not (self.attn_weight or self.hidden_weight):
+            return
+        s, t = self.student_layers, self.teacher_layers
+        if not s or len(s) != len(t):
+            raise ConfigError(f"config keys 'distill.student_layers' = {s} and 'distill.teacher_layers' = {t} must "
+                              "pair layers one to one (same non-zero length) when a relation loss weight is set")
 
 
 @dataclass

@@ -16,14 +16,8 @@ from typing import Any
 
 import yaml
 
+from cream.atomic import atomic_write_text, is_temp
 from cream.errors import CreamError
-
-_TEMP = ".tmp"  # infix of the temp files atomic writes rename into place
-
-
-def _is_temp(path: Path) -> bool:
-    """A temp file left by a write that was killed before its rename (it holds nothing of the run)."""
-    return path.name.startswith(".") and _TEMP in path.name
 
 
 @dataclass
@@ -46,7 +40,7 @@ class RunDir:
         if resume:
             if not (path / "config.yaml").is_file():
                 raise CreamError(f"cannot resume '{path}': it holds no config.yaml (is it a run directory?)")
-        elif path.exists() and any(not _is_temp(p) for p in path.iterdir()):
+        elif path.exists() and any(not is_temp(p) for p in path.iterdir()):
             raise CreamError(f"run directory '{path}' already exists and is not empty; "
                              f"use --resume {path} to continue it, or another --out")
         path.mkdir(parents=True, exist_ok=True)
@@ -99,8 +93,3 @@ class RunDir:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temp file and a rename, so a kill never leaves half a file."""
-    tmp = path.with_name(f".{path.name}{_TEMP}{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

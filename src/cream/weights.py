@@ -9,15 +9,15 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from cream.atomic import atomic_path
 from cream.errors import CheckpointError
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
     from safetensors.torch import save_model
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_model(model, str(tmp))
 
 
 def read_checkpoint(path: Path, what: str = "checkpoint") -> dict[str, Tensor]:

@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Extract ARCH from a supernet run (inherited weights) or take a retrained "
                                    "run's weights, and write OUT (.safetensors, with the arch and space in its "
                                    "metadata) plus OUT's .json sidecar; --onnx also writes an ONNX file.")
-    p.add_argument("source", help="a `cream supernet` run, or a `cream retrain --arch` run")
+    p.add_argument("source", help="a `cream supernet` run, or a `cream retrain` run (of an arch or a timm model)")
     p.add_argument("--arch", help="arch JSON file (default: the source run's own arch)")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--onnx", action="store_true", help="also write OUT with suffix .onnx")

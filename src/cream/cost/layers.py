@@ -96,7 +96,8 @@ def _vit_space_units(space: Space) -> dict[str, Unit]:
             for r in space.mlp_ratios:
                 out[_vit_block_key(space, d, h, r)] = Unit(
                     lambda d=d, h=h, r=r: _GridBlock(
-                        Block(d, h, int(d * r), space.head_dim, space.rel_pos, space.max_relative_position),
+                        Block(d, h, int(d * r), space.head_dim, space.rel_pos, space.max_relative_position,
+                              irpe=space.irpe_config),
                         space.grid),
                     (_vit_tokens(space), d))
     return out

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cream.atomic import atomic_write_text
 from cream.cost.latency import TimingProtocol, environment, time_model
 from cream.cost.layers import layer_units
 from cream.cost.models import register_cost_model
@@ -214,11 +215,7 @@ def fit_predictor(space: Space, protocol: TimingProtocol, archs: int = 200, seed
 
 def save_latency_model(model: LatencyTable | LatencyPredictor, path: str | Path) -> None:
     """Write a table or predictor as JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(model.to_dict(), indent=1))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(model.to_dict(), indent=1))
 
 
 def load_latency_model(path: str | Path, where: str = "latency file") -> LatencyTable | LatencyPredictor:

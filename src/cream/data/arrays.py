@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from cream.atomic import atomic_path
 from cream.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -231,11 +232,9 @@ def cached(key: str, cache_dir: str, build) -> dict[str, ImageArrays]:
         except (OSError, ValueError, KeyError):
             log.warning("array cache %s is unreadable; rebuilding it", path)
     splits = build()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
     payload = {"classes": np.asarray(next(iter(splits.values())).classes)}
     for s, arr in splits.items():
         payload[f"{s}_images"], payload[f"{s}_labels"] = arr.images, arr.labels
-    np.savez(tmp, **payload)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **payload)
     return splits

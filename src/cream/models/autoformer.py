@@ -19,6 +19,7 @@ from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import Tensor, nn
 
+from cream.nn.irpe import IRPE, IRPEConfig
 from cream.nn.vit_blocks import Block, PatchEmbed, ViTHead
 from cream.registry import register_model_builder
 from cream.spaces import get_space
@@ -46,6 +47,7 @@ class AutoFormer(ViTHead, nn.Module):
         drop_path_rate: float = 0.0,
         drop_path_depth: int | None = None,
         norm_eps: float = 1e-5,
+        irpe: IRPEConfig | None = None,
     ) -> None:
         """`num_heads`/`mlp_ratio` are per layer (a list) or uniform (a number).
 
@@ -70,7 +72,7 @@ class AutoFormer(ViTHead, nn.Module):
         dpr = torch.linspace(0, drop_path_rate, drop_path_depth or depth).tolist()
         self.blocks = nn.ModuleList(
             Block(embed_dim, h, int(embed_dim * r), head_dim, rel_pos, max_relative_position, drop_rate,
-                  attn_drop_rate, dpr[i], norm_eps)
+                  attn_drop_rate, dpr[i], norm_eps, irpe)
             for i, (h, r) in enumerate(zip(heads, ratios, strict=True))
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
@@ -95,10 +97,12 @@ class AutoFormer(ViTHead, nn.Module):
 
 
 def init_vit_weights(model: nn.Module) -> None:
-    """Spec §2: Linear trunc_normal(0.02)/0, LayerNorm 1/0, embeddings and rel-pos tables
-    trunc_normal(0.02); the patch convolution keeps PyTorch's default init."""
+    """Spec §2: Linear trunc_normal(0.02)/0, LayerNorm 1/0, embeddings and AutoFormer's rel-pos tables
+    trunc_normal(0.02) (other iRPE tables stay zero, as iRPE's); the patch convolution keeps PyTorch's
+    default init."""
+    clip = {id(p) for m in model.modules() if isinstance(m, IRPE) and m.cfg.method == "clip" for p in m.parameters()}
     for name, p in model.named_parameters():
-        if name.endswith(("cls_token", "pos_embed", "rel_pos_k", "rel_pos_v")):
+        if name.endswith(("cls_token", "pos_embed")) or id(p) in clip:
             trunc_normal_(p, std=0.02)
     for m in model.modules():
         if isinstance(m, nn.Linear):
@@ -117,7 +121,7 @@ def model_kwargs(space: ViTSpace, arch: Arch) -> dict[str, Any]:
         img_size=space.img_size, patch_size=space.patch_size, in_chans=space.in_chans,
         num_classes=space.num_classes, embed_dim=arch["embed_dim"], depth=arch["depth"],
         num_heads=arch["num_heads"], mlp_ratio=arch["mlp_ratio"], head_dim=space.head_dim,
-        rel_pos=space.rel_pos, max_relative_position=space.max_relative_position,
+        rel_pos=space.rel_pos, max_relative_position=space.max_relative_position, irpe=space.irpe_config,
         drop_path_depth=space.super_depth, norm_eps=space.norm_eps,
     )
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cream.nn.relpos import attend, rel_pos_tables
+from cream.nn.irpe import IRPEConfig
+from cream.nn.relpos import attend, attention_irpe, load_legacy_tables
 
 
 def leading(t: Tensor, *sizes: int) -> Tensor:
@@ -153,20 +154,20 @@ class ElasticConv2d(nn.Conv2d, ElasticModule):
 class ElasticAttention(ElasticModule):
     """Attention with a fixed head dim: h active heads use Q/K/V width q = h·head_dim.
 
-    The relative-position tables are shared by all heads and always used whole (head_dim wide).
+    Relative positions (iRPE `irpe`, or AutoFormer's when `rel_pos`; `cream.nn.relpos`) are head_dim
+    wide, so their tables are used whole when shared by all heads; per-head tables use their
+    first h heads.
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int = 64, rel_pos: bool = True,
-                 max_relative_position: int = 14, legacy_qkv: bool = False) -> None:
+                 max_relative_position: int = 14, legacy_qkv: bool = False, irpe: IRPEConfig | None = None) -> None:
         super().__init__()
-        self.head_dim, self.max_rel = head_dim, max_relative_position
+        self.head_dim = head_dim
         width = num_heads * head_dim
         self.qkv = ElasticQKV(dim, width, legacy=legacy_qkv)
         self.proj = ElasticLinear(width, dim)
-        if rel_pos:
-            self.rel_pos_k, self.rel_pos_v = rel_pos_tables(head_dim, max_relative_position)
-        else:
-            self.rel_pos_k = self.rel_pos_v = None
+        self.irpe = attention_irpe(head_dim, num_heads, rel_pos, max_relative_position, irpe)
+        self._register_load_state_dict_pre_hook(load_legacy_tables)
         self.active_heads = num_heads
 
     def set_active(self, dim: int, num_heads: int) -> None:
@@ -176,14 +177,12 @@ class ElasticAttention(ElasticModule):
         self.proj.set_active(width, dim)
 
     def active_params(self) -> dict[str, Tensor]:
-        if self.rel_pos_k is None:
+        if self.irpe is None:
             return {}
-        return {"rel_pos_k": self.rel_pos_k, "rel_pos_v": self.rel_pos_v}
+        return {f"irpe.{name}": t for name, t in self.irpe.active_tables(self.active_heads).items()}
 
     def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
-        x = attend(self.qkv(x), self.active_heads, self.head_dim, self.rel_pos_k, self.rel_pos_v, grid,
-                   self.max_rel)
-        return self.proj(x)
+        return self.proj(attend(self.qkv(x), self.active_heads, self.head_dim, self.irpe, grid))
 
 
 def active_state_dict(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:

@@ -1,76 +1,63 @@
-"""2-D relative position encoding of AutoFormer (iRPE-style tables on a patch grid).
+"""AutoFormer's 2-D relative positions, as one setting of iRPE, and the attention that uses them.
 
-Each encoder holds a vertical and a horizontal table of 2R + 2 rows (offsets −R..R clipped, at
-rows 1..2R+1, and row 0 for every pair that involves the class token), stored together as one
-`(2, 2R + 2, head_dim)` tensor. Per head:
+AutoFormer gives each of K and V a vertical and a horizontal table of 2R + 2 rows (offsets
+pos_j − pos_i clipped to −R..R at rows 1..2R+1, row 0 for every pair that involves the class
+token), shared by all heads, whose two encodings are summed:
 
-    logits[i, j] += q_i · (T_v[iv(i, j)] + T_h[ih(i, j)])          (key encoder)
-    out_i        += Σ_j a[i, j] · (T_v[iv(i, j)] + T_h[ih(i, j)])   (value encoder)
+    logits[i, j] += q_i · (T_v[iv(i, j)] + T_h[ih(i, j)])          (key term)
+    out_i        += Σ_j a[i, j] · (T_v[iv(i, j)] + T_h[ih(i, j)])   (value term)
 
-Instead of materialising the (N, N, head_dim) embedding as the original does, the key term is
-`q @ Tᵀ` gathered by index, and the value term bins the attention weights by index
-(scatter-add) and multiplies the bins by the table: the same result with N·(4R+4)·head_dim
-multiply-adds per term instead of N²·head_dim.
+That is iRPE's contextual, shared-head `clip` method on "kv" (`autoformer_irpe`): the tables are
+`irpe.table_k` and `irpe.table_v`, each `(2, 2R + 2, head_dim)` stacked [v, h]. Checkpoints
+written before they moved under `irpe.` (as `rel_pos_k`, `rel_pos_v`, same shapes and order)
+load through `load_legacy_tables`.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from cream.nn.irpe import IRPE, IRPEConfig
 
 
-def rel_pos_tables(head_dim: int, max_rel: int) -> tuple[nn.Parameter, nn.Parameter]:
-    """The key and value tables, each `(2, 2R + 2, head_dim)` zeros (initialised by the model)."""
-    rows = 2 * max_rel + 2
-    return nn.Parameter(torch.zeros(2, rows, head_dim)), nn.Parameter(torch.zeros(2, rows, head_dim))
+def autoformer_irpe(max_rel: int) -> IRPEConfig:
+    """AutoFormer's relative positions (clip distance `max_rel`) as an iRPE setting."""
+    return IRPEConfig(method="clip", mode="ctx", ratio=max_rel, shared_head=True, skip=1, on="kv")
 
 
-@lru_cache(maxsize=64)
-def rel_pos_index(grid: tuple[int, int], max_rel: int, device: torch.device) -> Tensor:
-    """`(2, N, N)` long indices into the flattened `(2·(2R+2), d)` table, N = H·W + 1.
-
-    `[0]` holds the vertical index iv, `[1]` the horizontal index ih offset by 2R + 2 (so it
-    addresses the second table). Cached per grid size, so the index is built once per (H, W).
-    """
-    with torch.inference_mode(False):  # a cached inference tensor could not be saved for backward
-        return _build_index(grid, max_rel, device)
+def attention_irpe(head_dim: int, num_heads: int, rel_pos: bool, max_rel: int,
+                   irpe: IRPEConfig | None) -> IRPE | None:
+    """The iRPE of an attention: `irpe` when given, else AutoFormer's when `rel_pos`, else none."""
+    cfg = irpe if irpe is not None else autoformer_irpe(max_rel) if rel_pos else None
+    return None if cfg is None else IRPE(cfg, head_dim, num_heads)
 
 
-def _build_index(grid: tuple[int, int], max_rel: int, device: torch.device) -> Tensor:
-    H, W = grid
-    rows = torch.arange(H, device=device).repeat_interleave(W)
-    cols = torch.arange(W, device=device).repeat(H)
-    iv = (rows[None, :] - rows[:, None]).clamp(-max_rel, max_rel) + max_rel + 1
-    ih = (cols[None, :] - cols[:, None]).clamp(-max_rel, max_rel) + max_rel + 1
-    index = torch.zeros(2, H * W + 1, H * W + 1, dtype=torch.long, device=device)
-    index[0, 1:, 1:] = iv
-    index[1, 1:, 1:] = ih
-    index[1] += 2 * max_rel + 2
-    return index
+def load_legacy_tables(state_dict: dict[str, Tensor], prefix: str, *args) -> None:
+    """A `load_state_dict` pre-hook: `rel_pos_k`/`rel_pos_v` (before iRPE) → `irpe.table_k`/`irpe.table_v`."""
+    for where in "kv":
+        if (old := f"{prefix}rel_pos_{where}") in state_dict:
+            state_dict[f"{prefix}irpe.table_{where}"] = state_dict.pop(old)
 
 
-def attend(qkv: Tensor, num_heads: int, head_dim: int, rel_k: Tensor | None = None,
-           rel_v: Tensor | None = None, grid: tuple[int, int] | None = None, max_rel: int = 14) -> Tensor:
+def attend(qkv: Tensor, num_heads: int, head_dim: int, irpe: IRPE | None = None,
+           grid: tuple[int, int] | None = None) -> Tensor:
     """Multi-head attention on a fused `(B, N, 3·h·head_dim)` [Q; K; V] projection.
 
-    Without relative positions this is PyTorch's fused `scaled_dot_product_attention`; with them
-    (`rel_k`, `rel_v` of shape `(2, 2R + 2, head_dim)`) the explicit form above. Returns
-    `(B, N, h·head_dim)`.
+    Without iRPE this is PyTorch's fused `scaled_dot_product_attention`; with it the explicit
+    form with iRPE's terms added (`grid`: the (H, W) patch grid). Returns `(B, N, h·head_dim)`.
     """
     B, N, _ = qkv.shape
     q, k, v = qkv.view(B, N, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-    if rel_k is None:
+    if irpe is None:
         x = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     else:
-        index = rel_pos_index(grid, max_rel, qkv.device)
-        shape = (B, num_heads, N, N)
-        iv, ih = index[0].expand(shape), index[1].expand(shape)
         q = q * head_dim**-0.5
-        qr = q @ rel_k.flatten(0, 1).t()
-        attn = (q @ k.transpose(-2, -1) + qr.gather(-1, iv) + qr.gather(-1, ih)).softmax(-1)
-        bins = attn.new_zeros(B, num_heads, N, qr.shape[-1])
-        bins = bins.scatter_add_(-1, iv, attn).scatter_add_(-1, ih, attn)
-        x = attn @ v + bins @ rel_v.flatten(0, 1)
+        logits = q @ k.transpose(-2, -1)
+        rel = irpe.qk_term(q, k, *grid)
+        attn = (logits if rel is None else logits + rel).softmax(-1)
+        x = attn @ v
+        rel = irpe.v_term(attn, *grid)
+        if rel is not None:
+            x = x + rel
     return x.transpose(1, 2).reshape(B, N, num_heads * head_dim)

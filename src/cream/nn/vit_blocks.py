@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import Tensor, nn
 
-from cream.nn.relpos import attend, rel_pos_tables
+from cream.nn.irpe import IRPEConfig
+from cream.nn.relpos import attend, attention_irpe, load_legacy_tables
 
 
 def gelu_fp32(x: Tensor) -> Tensor:
@@ -37,7 +38,7 @@ class ViTHead:
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Embeddings and the relative-position tables are not decayed (spec §8 item 6)."""
-        return {"pos_embed", "cls_token", "*.rel_pos_k", "*.rel_pos_v"}
+        return {"pos_embed", "cls_token", "*.irpe.table_q", "*.irpe.table_k", "*.irpe.table_v"}
 
     def get_classifier(self) -> nn.Module:
         return self.head
@@ -68,26 +69,23 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention whose width is heads × head_dim (independent of the embed dim).
 
-    `qkv` rows are [Q; K; V], each `num_heads·head_dim` wide. With `rel_pos`, each of K and V
-    has its own pair of 2-D relative-position tables (`cream.nn.relpos`).
+    `qkv` rows are [Q; K; V], each `num_heads·head_dim` wide. `irpe` (an `IRPEConfig`) adds iRPE;
+    without it, `rel_pos` adds AutoFormer's relative positions (`cream.nn.relpos`), which are iRPE's
+    `clip` setting.
     """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int = 64, rel_pos: bool = True,
-                 max_relative_position: int = 14) -> None:
+                 max_relative_position: int = 14, irpe: IRPEConfig | None = None) -> None:
         super().__init__()
-        self.num_heads, self.head_dim, self.max_rel = num_heads, head_dim, max_relative_position
+        self.num_heads, self.head_dim = num_heads, head_dim
         width = num_heads * head_dim
         self.qkv = nn.Linear(dim, 3 * width)
         self.proj = nn.Linear(width, dim)
-        if rel_pos:
-            self.rel_pos_k, self.rel_pos_v = rel_pos_tables(head_dim, max_relative_position)
-        else:
-            self.rel_pos_k = self.rel_pos_v = None
+        self.irpe = attention_irpe(head_dim, num_heads, rel_pos, max_relative_position, irpe)
+        self._register_load_state_dict_pre_hook(load_legacy_tables)
 
     def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
-        x = attend(self.qkv(x), self.num_heads, self.head_dim, self.rel_pos_k, self.rel_pos_v, grid,
-                   self.max_rel)
-        return self.proj(x)
+        return self.proj(attend(self.qkv(x), self.num_heads, self.head_dim, self.irpe, grid))
 
 
 class Mlp(nn.Module):
@@ -106,10 +104,10 @@ class Block(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int, head_dim: int = 64, rel_pos: bool = True,
                  max_relative_position: int = 14, drop: float = 0.0, attn_drop: float = 0.0,
-                 drop_path: float = 0.0, norm_eps: float = 1e-5) -> None:
+                 drop_path: float = 0.0, norm_eps: float = 1e-5, irpe: IRPEConfig | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn = Attention(dim, num_heads, head_dim, rel_pos, max_relative_position)
+        self.attn = Attention(dim, num_heads, head_dim, rel_pos, max_relative_position, irpe)
         self.attn_drop = nn.Dropout(attn_drop) if attn_drop > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_hidden, drop)

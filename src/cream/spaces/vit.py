@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cream.errors import ArchError, ConfigError
+from cream.nn.irpe import IRPEConfig
+from cream.nn.relpos import autoformer_irpe
 from cream.registry import register_family, register_space
 from cream.spaces.base import Arch, check_choice, check_keys, narrowed, plain, space_from_config
 
@@ -49,6 +51,8 @@ class ViTSpace:
     num_classes: int = 1000
     rel_pos: bool = True
     max_relative_position: int = 14
+    # iRPE settings (`IRPEConfig` keys; skip defaults to 1) instead of AutoFormer's relative positions
+    irpe: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
     head_dim: int = 64
     legacy_qkv_bias: bool = False
     norm_eps: float = 1e-5  # LayerNorm epsilon (the original's 1e-5; timm's ViTs use 1e-6)
@@ -82,6 +86,14 @@ class ViTSpace:
             )
         if not self.norm_eps > 0:
             raise ConfigError(f"space.norm_eps = {self.norm_eps} must be positive")
+        if self.irpe is not None:
+            if not isinstance(self.irpe, Mapping):
+                raise ConfigError(f"space.irpe = {self.irpe!r} must be a mapping of iRPE settings (docs/irpe.md)")
+            allowed = [f.name for f in dataclasses.fields(IRPEConfig)]
+            if unknown := sorted(set(self.irpe) - set(allowed)):
+                raise ConfigError(f"space.irpe has unknown keys {unknown}; allowed: {', '.join(allowed)}")
+            object.__setattr__(self, "irpe", dict(self.irpe))
+            _ = self.irpe_config  # validates the values
         for name in ("s_prob", "m_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"space.{name} = {getattr(self, name)} must lie in [0, 1]")
@@ -101,9 +113,11 @@ class ViTSpace:
         return side, side
 
     @property
-    def rel_pos_rows(self) -> int:
-        """Rows of one relative-position table: 2R + 1 offsets plus index 0 for the class token."""
-        return 2 * self.max_relative_position + 2
+    def irpe_config(self) -> IRPEConfig | None:
+        """The attentions' relative positions: `irpe` when set, else AutoFormer's when `rel_pos`."""
+        if self.irpe is not None:
+            return IRPEConfig(**{"skip": 1, **self.irpe})
+        return autoformer_irpe(self.max_relative_position) if self.rel_pos else None
 
     def largest(self) -> Arch:
         """The widest, deepest arch of the space (the supernet's default path)."""
@@ -223,8 +237,9 @@ class ViTSpace:
 
         MACs are every multiply-add of a matmul-like op for one image, as the supernet and the
         extracted model execute them: patch conv, qkv, q·kᵀ, a·v, proj, fc1, fc2, head, and with
-        rel-pos the two table products per layer (q·Tᵀ for keys, binned a·T for values). Norms,
-        softmax, activations, gathers and additions are not counted.
+        relative positions (AutoFormer's or iRPE, contextual) one table product per term and layer
+        (x·Tᵀ for queries and keys, binned a·T for values). Norms, softmax, activations, gathers,
+        scatters and additions are not counted.
         """
         d, L = arch["embed_dim"], arch["depth"]
         sum_q = sum(arch["num_heads"]) * self.head_dim
@@ -232,12 +247,17 @@ class ViTSpace:
         C, p, nc = self.in_chans, self.patch_size, self.num_classes
         P = (self.img_size // p) ** 2
         N = P + 1
-        rel_params = 4 * self.rel_pos_rows * self.head_dim if self.rel_pos else 0
-        rel_macs = 4 * self.rel_pos_rows * N if self.rel_pos else 0  # per unit of q
+        rel_params, rel_params_per_head, rel_macs = 0, 0, 0
+        if (rpe := self.irpe_config) is not None:
+            ctx = rpe.mode == "ctx"
+            tables = len(rpe.on) * rpe.table_buckets * (self.head_dim if ctx else 1)
+            rel_params, rel_params_per_head = (tables, 0) if rpe.shared_head else (0, tables)
+            rel_macs = len(rpe.on) * rpe.table_buckets * N if ctx else 0  # per unit of q
         params = (
             d * (C * p * p + 1)  # patch conv
             + d * (P + 2)  # class token + position embedding
-            + L * (6 * d + rel_params)  # LN1, LN2, proj bias, fc2 bias; rel-pos tables
+            + L * (6 * d + rel_params)  # LN1, LN2, proj bias, fc2 bias; shared rel-pos tables
+            + sum(arch["num_heads"]) * rel_params_per_head  # per-head rel-pos tables
             + sum_q * (4 * d + 3)  # qkv weight and bias, proj weight
             + sum_f * (2 * d + 1)  # fc1 weight and bias, fc2 weight
             + 2 * d  # final LN
@@ -260,6 +280,9 @@ class TimmViTSpace(ViTSpace):
         super().__post_init__()
         if self.global_pool not in ("token", "avg"):
             raise ConfigError(f"space.global_pool = {self.global_pool!r} is unknown; allowed: 'token', 'avg'")
+        if self.irpe is not None:
+            raise ConfigError("space.irpe is not supported by timm-vit spaces (timm's own attention); "
+                              "use a 'vit' space")
 
 
 # ---- presets (spec §1) ----

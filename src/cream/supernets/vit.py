@@ -58,7 +58,8 @@ class ElasticBlock(nn.Module):
         E = space.super_embed_dim
         self.norm1 = ElasticLayerNorm(E, eps=space.norm_eps)
         self.attn = ElasticAttention(E, space.super_num_heads, space.head_dim, space.rel_pos,
-                                     space.max_relative_position, legacy_qkv=space.legacy_qkv_bias)
+                                     space.max_relative_position, legacy_qkv=space.legacy_qkv_bias,
+                                     irpe=space.irpe_config)
         self.norm2 = ElasticLayerNorm(E, eps=space.norm_eps)
         self.mlp = ElasticMlp(E, space.super_mlp_dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()

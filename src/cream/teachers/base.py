@@ -10,10 +10,13 @@ teacher that runs a network ignores them, a store looks its answers up by them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from cream.teachers.intermediates import Recording
 
 Keys = Sequence[tuple[int, int]]
 
@@ -29,4 +32,13 @@ class Teacher(Protocol):
 
     def to(self, device: torch.device) -> Teacher:
         """Move to the student's device; returns the teacher."""
+        ...
+
+
+@runtime_checkable
+class LayerTeacher(Teacher, Protocol):
+    """A teacher that also shows its per-layer activations (MiniViT's relation distillation)."""
+
+    def with_layers(self, images: Tensor, layers: Sequence[int]) -> tuple[Tensor, Recording]:
+        """Logits and the q/k/v and outputs of `layers` (see `cream.teachers.intermediates`); no gradients."""
         ...

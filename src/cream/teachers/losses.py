@@ -36,12 +36,21 @@ def kl_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) ->
                             reduction="batchmean", log_target=True)
 
 
+def deit_soft_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """DeiT's soft distillation (Mini-DeiT's KD): τ² · KL summed over batch and classes, divided by
+    their number (batch · classes), so `kl` divided by the number of classes."""
+    t = temperature
+    return t * t * F.kl_div((student.float() / t).log_softmax(-1), (teacher.float() / t).log_softmax(-1),
+                            reduction="sum", log_target=True) / student.numel()
+
+
 def hard_label_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Cross-entropy against the teacher's top class (DeiT's hard distillation; τ is not used)."""
     return F.cross_entropy(student.float(), teacher.argmax(-1))
 
 
-DISTILL_LOSSES: dict[str, DistillLoss] = {"kl": kl_loss, "soft": soft_target_loss, "hard": hard_label_loss}
+DISTILL_LOSSES: dict[str, DistillLoss] = {"kl": kl_loss, "soft": soft_target_loss, "deit_soft": deit_soft_loss,
+                                          "hard": hard_label_loss}
 
 
 def distill_loss(name: str) -> DistillLoss:
@@ -50,3 +59,38 @@ def distill_loss(name: str) -> DistillLoss:
         raise ConfigError(f"config key 'distill.loss' = {name!r} is not available; "
                           f"choose one of {sorted(DISTILL_LOSSES)}")
     return DISTILL_LOSSES[name]
+
+
+QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _relations(x: torch.Tensor, y: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, heads, N, N) scaled dot products X Yᵀ / sqrt(C / heads) of the channels split into `heads` groups."""
+    b, n, c = x.shape
+    xs = x.float().reshape(b, n, heads, c // heads).transpose(1, 2)
+    ys = y.float().reshape(b, n, heads, c // heads).transpose(1, 2)
+    return xs @ ys.transpose(-2, -1) / (c / heads) ** 0.5
+
+
+def attention_relation_loss(student: list[QKV], teacher: list[QKV], heads: int = 1) -> torch.Tensor:
+    """Mini-Swin's self-attention relation loss (MiniLMv2 style): for each layer pair and each (i, j) in
+    {Q, K, V}², the soft cross-entropy of the student's relation rows against the teacher's, averaged over
+    the 9 pairs and the layers. Relations are N x N, so the two widths may differ."""
+    total = student[0][0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher, strict=True):
+        for i in range(3):
+            for j in range(3):
+                target = _relations(t[i], t[j], heads).softmax(-1)
+                total = total + soft_cross_entropy(_relations(s[i], s[j], heads), target)
+    return total / (9 * len(student))
+
+
+def hidden_relation_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], scale: float = 49.0) -> torch.Tensor:
+    """Mini-Swin's hidden relation loss: `scale` · mean squared difference of the token-token cosine
+    similarities of the block outputs (B, L, C), averaged over the layer pairs (the original's scale is
+    its window area, 49)."""
+    total = student[0].new_zeros((), dtype=torch.float32)
+    for s, t in zip(student, teacher, strict=True):
+        s, t = F.normalize(s.float(), dim=-1), F.normalize(t.float(), dim=-1)
+        total = total + scale * ((s @ s.transpose(-1, -2) - t @ t.transpose(-1, -2)) ** 2).mean()
+    return total / len(student)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch import Tensor, nn
 from cream.profiling import create_model
 from cream.spaces.base import Arch
 from cream.teachers.base import Keys
+from cream.teachers.intermediates import Recording, record
 from cream.weights import load_weights
 
 
@@ -35,6 +37,11 @@ class FrozenModel:
     def __call__(self, images: Tensor, keys: Keys | None = None) -> Tensor:
         with torch.no_grad():
             return self.model(images)
+
+    def with_layers(self, images: Tensor, layers: Sequence[int]) -> tuple[Tensor, Recording]:
+        """Logits and the activations of `layers` (block applications counted over the network)."""
+        with torch.no_grad(), record(self.model, layers, key="distill.teacher_layers") as rec:
+            return self.model(images), rec
 
 
 def timm_teacher(name: str, num_classes: int, weights: str | Path = "", **kwargs: Any) -> FrozenModel:

@@ -17,13 +17,13 @@ written to a temporary file and renamed, so a killed writer keeps every finished
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from cream.atomic import atomic_write_bytes
 from cream.errors import CreamError
 from cream.teachers.base import Keys
 
@@ -70,7 +70,7 @@ class StoreWriter:
                                  "choose another folder")
         else:
             self.path.mkdir(parents=True, exist_ok=True)
-            _write_atomic(meta_file, (json.dumps(self.meta, indent=2) + "\n").encode())
+            atomic_write_bytes(meta_file, (json.dumps(self.meta, indent=2) + "\n").encode())
 
     def has(self, epoch: int) -> bool:
         return (self.path / epoch_file(epoch)).is_file()
@@ -81,7 +81,7 @@ class StoreWriter:
         index, seed = key_columns(keys)
         blob = save({"index": index, "seed": seed, "values": values.contiguous(),
                      "classes": classes.contiguous()})
-        _write_atomic(self.path / epoch_file(epoch), blob)
+        atomic_write_bytes(self.path / epoch_file(epoch), blob)
 
 
 class LogitStore:
@@ -146,12 +146,3 @@ class LogitStore:
         rows = torch.searchsorted(seeds, seed).clamp_max(len(seeds) - 1)
         hit = (seeds[rows] == seed) & (self._shard["index"][rows] == index)
         return rows if bool(hit.all()) else None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from cream.atomic import atomic_path
 from cream.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -51,14 +52,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """torch.save to a temp file next to `path`, fsync, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save, all or nothing (cream.atomic)."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:

@@ -52,7 +52,7 @@ class Uniform(Strategy):
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
         self.use_step_arch(step)
-        return self.engine.criterion(model(images), targets)
+        return super().loss(model, images, targets, step)
 
     def eval_archs(self) -> list[tuple[str, Any]]:
         return reference_archs(self.space, self.seed)

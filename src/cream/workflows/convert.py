@@ -45,7 +45,7 @@ def autoformer_state_dict(original: Mapping[str, Tensor]) -> dict[str, Tensor]:
     for name, tensor in original.items():
         name = name.removeprefix("module.")  # saved from a DistributedDataParallel wrapper
         if m := _REL_POS.match(name):
-            tables.setdefault(f"{m[1]}.rel_pos_{m[2]}", {})[m[3]] = tensor
+            tables.setdefault(f"{m[1]}.irpe.table_{m[2]}", {})[m[3]] = tensor
             continue
         for pattern, repl in _RENAMES:
             if pattern.match(name):

@@ -53,7 +53,9 @@ def distill_strategy(cfg: RunConfig, splits: Splits) -> Distill | None:
     if not cfg.distill.teacher.kind:
         return None
     d = cfg.distill
-    return Distill(build_teacher(cfg, splits), d.loss, d.alpha, d.temperature)
+    return Distill(build_teacher(cfg, splits), d.loss, d.alpha, d.temperature, attn_weight=d.attn_weight,
+                   hidden_weight=d.hidden_weight, relation_heads=d.relation_heads, student_layers=d.student_layers,
+                   teacher_layers=d.teacher_layers)
 
 
 def _check_store(store: LogitStore, cfg: RunConfig, splits: Splits) -> None:

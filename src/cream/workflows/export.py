@@ -18,6 +18,7 @@ from cream.profiling import profile
 from cream.spaces.base import load_arch
 from cream.weights import load_weights
 from cream.workflows.supernet import SUPERNET_WEIGHTS, arch_model_kwargs, inherited_model, run_space
+from cream.workflows.train_model import configured_model
 
 
 def export(source: str | Path, arch_file: str | Path | None, out: str | Path, onnx: bool = False) -> dict[str, Any]:
@@ -28,6 +29,8 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     if not (src / "config.yaml").is_file():
         raise CreamError(f"'{src}' is not a run directory (no config.yaml)")
     cfg = load_config(RunConfig, src / "config.yaml")
+    if not arch_file and not cfg.arch and (src / "model.safetensors").is_file():
+        return _export_timm_model(cfg, src, Path(out))
     arch = load_arch(str(arch_file)) if arch_file else cfg.arch
     if not arch:
         raise CreamError(f"no arch to export: pass --arch FILE ('{src}' is not a retrain run with an arch)")
@@ -58,6 +61,36 @@ def export(source: str | Path, arch_file: str | Path | None, out: str | Path, on
     if onnx:
         torch.onnx.export(model, torch.zeros(1, *size), str(out.with_suffix(".onnx")), dynamo=False)
         info["onnx"] = str(out.with_suffix(".onnx"))
+    return info
+
+
+def _export_timm_model(cfg: RunConfig, src: Path, out: Path) -> dict[str, Any]:
+    """A retrained timm model (`model.name`, ours included): its weights, with the name, the constructor
+    arguments and the class count in the metadata, so `timm.create_model(name, num_classes=n, **kwargs)`
+    plus the file rebuild it."""
+    from safetensors import safe_open
+    from safetensors.torch import save_model
+
+    with torch.device("meta"):  # the class count is the classifier's rows in the saved weights
+        probe = configured_model(cfg, 1, inherit=False)
+    weight = getattr(probe.get_classifier(), "weight", None) if hasattr(probe, "get_classifier") else None
+    if weight is None:
+        raise CreamError(f"'{src}' trained {cfg.model.name!r}, whose classifier has no weight to read the class "
+                         "count from; it cannot be exported as a timm model")
+    head = {id(p): n for n, p in probe.named_parameters()}[id(weight)]
+    with safe_open(str(src / "model.safetensors"), "pt") as f:
+        num_classes = f.get_slice(head).get_shape()[0]
+    model = configured_model(cfg, num_classes, inherit=False)
+    load_weights(model, src / "model.safetensors")
+    model.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    kwargs = arch_model_kwargs(cfg)
+    save_model(model, str(out), metadata={"model": cfg.model.name, "model_kwargs": json.dumps(kwargs),
+                                          "num_classes": str(num_classes), "image_size": str(cfg.data.image_size)})
+    size = (3, cfg.data.image_size, cfg.data.image_size)
+    info = {"weights": str(out), "model": cfg.model.name, "model_kwargs": kwargs, "num_classes": num_classes,
+            "input_size": list(size), **profile(model, input_size=size)}
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
