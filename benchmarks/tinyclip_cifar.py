@@ -10,6 +10,7 @@ Protocol (CPU-sized; every setting is printed in the JSON):
    (a) `scratch`: random init, hard CLIP loss, learned logit scale;
    (b) `manual`: manual inheritance from the teacher (layers 0 and 2, leading slices), then affinity
        mimicking against it with the logit scale fixed at 50 (the paper's setting);
+   (b') `manual_own_scale`: as (b) with each model's own logit scale (the teacher's learned one);
    (c) `auto`: automatic inheritance (L0 masks, pruning to the same size) + affinity mimicking: the slot
        `arm_auto` below, filled in once `clip.inherit.mode=auto` is built; until then it is reported as skipped.
 4. Score: zero-shot top-1 on the test images (prompt "a photo of a {class}."), mean and per seed.
@@ -71,6 +72,13 @@ def arm_manual(args, seed: int, teacher: Path, out: Path) -> dict:
                 "clip.loss.logit_scale=50"], out)
 
 
+def arm_manual_own_scale(args, seed: int, teacher: Path, out: Path) -> dict:
+    """(b'): as (b), but each model's own logit scale (the teacher's learned one; the student's learned)."""
+    return run([*base_sets(args, args.student_epochs, seed), f"clip.student.cfg={STUDENT}",
+                f"clip.teacher.cfg={TEACHER}", f"clip.teacher.weights={teacher}", "clip.inherit.mode=manual",
+                "clip.loss.logit_scale=0"], out)
+
+
 def arm_auto(args, seed: int, teacher: Path, out: Path) -> dict:
     """Slot for arm (c): automatic inheritance to the student's size (kwargs are clipb's to choose)."""
     return run([*base_sets(args, args.student_epochs, seed), f"clip.student.cfg={TEACHER}",
@@ -78,7 +86,7 @@ def arm_auto(args, seed: int, teacher: Path, out: Path) -> dict:
                 "clip.loss.logit_scale=50"], out)
 
 
-ARMS = {"scratch": arm_scratch, "manual": arm_manual, "auto": arm_auto}
+ARMS = {"scratch": arm_scratch, "manual": arm_manual, "manual_own_scale": arm_manual_own_scale, "auto": arm_auto}
 
 
 def main() -> None:
@@ -92,14 +100,19 @@ def main() -> None:
     p.add_argument("--student-epochs", type=int, default=8)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--arms", default="scratch,manual,auto")
+    p.add_argument("--arms", default="scratch,manual,manual_own_scale,auto")
     p.add_argument("--out", default="", help="keep the runs here (default: a temporary folder)")
+    p.add_argument("--teacher", default="", help="a finished teacher run of this script to reuse (same data flags)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     root = Path(args.out or tempfile.mkdtemp(prefix="tinyclip-"))
     start = time.perf_counter()
-    teacher = run([*base_sets(args, args.teacher_epochs, 0), f"clip.student.cfg={TEACHER}",
-                   "clip.loss.logit_scale=0"], root / "teacher")
+    teacher_dir = Path(args.teacher) if args.teacher else root / "teacher"
+    if args.teacher:
+        teacher = json.loads((teacher_dir / "summary.json").read_text())
+    else:
+        teacher = run([*base_sets(args, args.teacher_epochs, 0), f"clip.student.cfg={TEACHER}",
+                       "clip.loss.logit_scale=0"], teacher_dir)
     result: dict = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "teacher_cfg": TEACHER,
                     "student_cfg": STUDENT, "teacher": {"top1": teacher["test_zero_shot_top1"],
                                                         "params": teacher["student_params"],
@@ -108,7 +121,7 @@ def main() -> None:
         scores, walls = [], []
         for seed in range(args.seeds):
             try:
-                s = ARMS[arm](args, seed, root / "teacher", root / f"{arm}-{seed}")
+                s = ARMS[arm](args, seed, teacher_dir, root / f"{arm}-{seed}")
             except ConfigError as e:
                 result[arm] = {"skipped": str(e)}
                 break
