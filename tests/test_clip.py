@@ -190,6 +190,19 @@ def test_pair_dataset_reads_a_tar_with_jsonl_captions(tmp_path):
         PairDataset(str(tar_path), str(bad), tokenize_with(tok), lambda im: im)
 
 
+def test_configs_register_when_open_clip_is_first_imported_after_cream():
+    import sys
+
+    from cream.clip.models import _OnOpenClipImport, _RegisteringLoader
+
+    finder = _OnOpenClipImport()
+    sys.meta_path.insert(0, finder)
+    spec = finder.find_spec("open_clip", None)
+    assert finder not in sys.meta_path  # it steps aside after the one import it wraps
+    assert isinstance(spec.loader, _RegisteringLoader) and spec.name == "open_clip"
+    assert finder.find_spec("numpy", None) is None
+
+
 def test_distill_run_resumes_bit_identically(tmp_path):
     from safetensors.torch import load_file
 
