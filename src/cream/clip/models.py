@@ -25,10 +25,10 @@ TINYCLIP_MODELS = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 def ensure_registered() -> None:
     """Add the TinyCLIP configs to open_clip's table (idempotent)."""
-    from open_clip.factory import _MODEL_CONFIGS, add_model_config
+    import open_clip
 
-    if not set(TINYCLIP_MODELS) <= _MODEL_CONFIGS.keys():
-        add_model_config(CONFIG_DIR)
+    if not set(TINYCLIP_MODELS) <= set(open_clip.list_models()):
+        open_clip.add_model_config(CONFIG_DIR)
 
 
 class _RegisteringLoader(importlib.abc.Loader):
