@@ -3,6 +3,7 @@ configs' sizes, and a tiny distillation run that resumes bit-identically."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 
@@ -203,7 +204,7 @@ def test_configs_register_when_open_clip_is_first_imported_after_cream():
     assert finder.find_spec("numpy", None) is None
 
 
-def test_distill_run_resumes_bit_identically(tmp_path):
+def test_distill_run_resumes_bit_identically(tmp_path, capsys):
     from safetensors.torch import load_file
 
     from cream.run_dir import RunDir
@@ -225,3 +226,28 @@ def test_distill_run_resumes_bit_identically(tmp_path):
     assert distill_clip(cfg, resumed, resume=True)["test_zero_shot_top1"] == summary["test_zero_shot_top1"]
     a, b = load_file(ref.file("model.safetensors")), load_file(resumed.file("model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # `cream clip zero-shot RUN` scores the run's model as the run did
+    from cream.cli import main
+
+    assert main(["clip", "zero-shot", str(ref.path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_zero_shot_top1"] == summary["test_zero_shot_top1"]
+
+
+def test_stages_train_one_after_the_other(tmp_path):
+    from safetensors.torch import load_file
+
+    from cream.run_dir import RunDir
+    from cream.workflows.clip import distill_clip
+
+    _image_tree(tmp_path / "tree", train=4, test=2)
+    sets = ["data.name=imagefolder", f"data.root={tmp_path / 'tree'}", "data.image_size=16", "data.batch_size=4",
+            "data.val_fraction=0", "train.epochs=1", "train.threads=1", "optim.sched=none",
+            f"clip.teacher.cfg={vit_clip(32, 4, 4)}", "clip.inherit.mode=manual",
+            f"clip.stages=[{{cfg: {vit_clip(24, 2, 3)}}}, {{cfg: {vit_clip(16, 1, 2)}}}]"]
+    run = RunDir.create(str(tmp_path / "run"), "clip")
+    summary = distill_clip(load_config(ClipRunConfig, None, sets), run)
+    first, second = summary["stages"]
+    assert first["student_params"] > second["student_params"] == summary["student_params"]
+    final, last = load_file(run.file("model.safetensors")), load_file(run.path / "stage1" / "model.safetensors")
+    assert all(torch.equal(final[k], last[k]) for k in last)
+    assert (run.path / "stage0" / "summary.json").is_file()
