@@ -77,6 +77,9 @@ def check_config(cfg: ClipRunConfig) -> None:
     if c.inherit.mode == "manual" and not (c.teacher.name or c.teacher.cfg):
         raise ConfigError("config key 'clip.inherit.mode' = 'manual' needs a teacher to cut the student from "
                           "(set clip.teacher)")
+    if c.inherit.mode == "manual" and c.student.weights:
+        raise ConfigError("config keys 'clip.student.weights' and 'clip.inherit.mode' = 'manual' both set the "
+                          "student's first weights; keep one")
     for i, m in enumerate(stage_models(c)):
         model_config(m.name, m.cfg, f"clip.stages[{i}]" if c.stages else "clip.student")
     AffinityLoss(**dataclasses.asdict(c.loss))
