@@ -215,6 +215,8 @@ def test_bad_store_settings_are_one_line_errors(setup):
         with pytest.raises(CreamError) as e:
             wf.distill_splits(with_overrides(cfg, overrides), splits)
         assert message in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(CreamError, match="config key 'data.cutout' = 16 is not replayed from a seed"):
+        replay_dataset(splits.train, with_overrides(cfg, {"data": {"cutout": 16}}).data)
     with pytest.raises(CreamError, match="config key 'data.batch_size' = 7 must be even"):
         replay_dataset(splits.train, cfg.data, lambda e: np.zeros(36)).batch_sampler(7, seed=0)
 

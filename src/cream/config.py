@@ -59,6 +59,8 @@ class DataConfig:
     re_prob: float = option(0.0, lo=0.0, hi=1.0, doc="random erasing probability")
     color_jitter: float = option(0.0, lo=0.0, doc="brightness/contrast/saturation jitter (off when auto_augment is "
                                                   "set, as in timm)")
+    cutout: int = option(0, lo=0, doc="train: zero one square of this side (pixels) at a uniformly drawn centre, "
+                                      "clipped at the borders, after normalisation (DARTS/CDARTS CIFAR: 16; 0 = off)")
     mixup: float = option(0.0, lo=0.0)
     cutmix: float = option(0.0, lo=0.0)
     mixup_prob: float = option(1.0, lo=0.0, hi=1.0)
@@ -81,6 +83,9 @@ class ModelConfig:
     kwargs: dict = option({}, doc="extra keyword arguments for timm.create_model, or for the supernet's constructor")
     aux_weight: float = option(0.0, lo=0.0, doc="weight of an auxiliary head's loss, for models that keep its logits "
                                                 "in `aux_logits` (darts_cifar with auxiliary: true; DARTS uses 0.4)")
+    drop_path_schedule: str = option("constant", choices=["constant", "linear"],
+                                     doc="linear: the drop-path rate of epoch e is drop_path x e / train.epochs (DARTS "
+                                         "and CDARTS retrain), for models with `set_drop_path` (darts_cifar)")
 
 
 @dataclass

@@ -122,6 +122,9 @@ class ReplayTransform:
     jitter, to tensor, normalise, random erasing; the order and defaults of timm's training transform."""
 
     def __init__(self, cfg: DataConfig) -> None:
+        if cfg.cutout:
+            raise ConfigError(f"config key 'data.cutout' = {cfg.cutout} is not replayed from a seed; set it to 0 "
+                              "(random erasing, data.re_prob, is)")
         self.size, self.crop, self.pad, self.scale = cfg.image_size, cfg.train_crop, cfg.pad, tuple(cfg.rrc_scale)
         self.hflip, self.jitter, self.re_prob = cfg.hflip, cfg.color_jitter, cfg.re_prob
         self.interp = InterpolationMode(cfg.interpolation)

@@ -20,8 +20,9 @@ from timm.layers import drop_path
 from timm.models import register_model
 from torch import nn
 
+from cream.registry import register_model_builder
 from cream.spaces.base import Arch
-from cream.spaces.darts import DARTS_V2, NODES, validate_genotype
+from cream.spaces.darts import DARTS_V2, NODES, DartsSpace, validate_genotype
 
 
 class ReLUConvBN(nn.Sequential):
@@ -158,6 +159,10 @@ class DartsNetCIFAR(nn.Module):
         #: the auxiliary head's logits of the latest training-mode forward (None otherwise)
         self.aux_logits: torch.Tensor | None = None
 
+    def set_drop_path(self, rate: float) -> None:
+        """The drop-path rate of the following training forwards (a schedule sets it per epoch)."""
+        self.drop_path_rate = rate
+
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
@@ -195,3 +200,12 @@ def darts_cifar(pretrained: bool = False, arch: Arch = DARTS_V2, **kwargs: Any) 
     if pretrained:
         raise ValueError("darts_cifar has no pretrained weights")
     return DartsNetCIFAR(arch, **kwargs)
+
+
+def build_darts(space: DartsSpace, arch: Arch, **overrides: Any) -> DartsNetCIFAR:
+    """The evaluation network of a genotype at the space's sizes (`overrides`: auxiliary, drop_path_rate, ...)."""
+    kwargs = {"num_classes": space.num_classes, "channels": space.channels, "layers": space.layers, **overrides}
+    return DartsNetCIFAR(arch, **kwargs)
+
+
+register_model_builder("darts", build_darts)

@@ -17,7 +17,7 @@ from torch import nn
 
 from cream import registry
 from cream.errors import ConfigError, CreamError
-from cream.models import autoformer, ensemble, mobilenet, nb201, swin, timm_vit  # noqa: F401  (each registers its family's builder)
+from cream.models import autoformer, darts, ensemble, mobilenet, nb201, swin, timm_vit  # noqa: F401  (each registers its family's builder)
 from cream.spaces import get_space
 from cream.spaces.base import Arch, Space
 from cream.weights import load_weights

@@ -124,11 +124,14 @@ class MixedNB201Supernet(NB201Supernet):
         self.arch = None
         self.sampled: tuple[torch.Tensor, list[int]] | None = None
 
-    def set_sampled(self, weights: torch.Tensor | None, chosen: list[int] | None = None) -> None:
-        """Run the next forwards (with no arch selected) on sampled edge weights instead of softmax(α): edge e
-        computes only op `chosen[e]`, times `weights[e, chosen[e]]` (GDAS's straight-through one-hot, whose
-        gradient reaches α). None returns to softmax(α)."""
-        self.sampled = None if weights is None else (weights, list(chosen or []))
+    def set_sampled(self, samples: list[tuple[torch.Tensor, list[int]]] | None) -> None:
+        """Run the next forwards (with no arch selected) on sampled edge weights instead of softmax(α): with
+        `samples` = [(weights, chosen)] (one per architecture parameter: here one), edge e computes only op
+        `chosen[e]`, times `weights[e, chosen[e]]` (GDAS's straight-through one-hot, whose gradient reaches α).
+        None returns to softmax(α)."""
+        if samples is not None and len(samples) != 1:
+            raise ValueError(f"the NB201 supernet has one architecture parameter; got {len(samples)} samples")
+        self.sampled = None if samples is None else (samples[0][0], list(samples[0][1]))
 
     def set_arch(self, arch: Arch | str | None) -> None:
         """Select one path for the next forwards; None returns to the α-weighted mixture."""

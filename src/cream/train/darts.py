@@ -79,7 +79,8 @@ class Darts(Strategy):
                           held_targets: torch.Tensor) -> None:
         """α ← Adam(d L_val(w - lr · d L_train(w, α)/dw, α) / dα): the direct and the through-the-step terms."""
         e, net = self.engine, self.engine.model
-        weights = {name: p for name, p in net.named_parameters() if p is not net.alphas}
+        alphas = net.arch_parameters()
+        weights = {name: p for name, p in net.named_parameters() if all(p is not a for a in alphas)}
         lr = e.optimizer.param_groups[0]["lr"]
         with torch.autocast(e.device.type, enabled=False), frozen_bn_stats(net), twice_differentiable(net):
             inner = e.criterion(net(images.float()), targets)
@@ -88,8 +89,9 @@ class Darts(Strategy):
                 out = torch.func.functional_call(net, stepped, (held_images.float(),))
                 return nn.functional.cross_entropy(out, held_targets)
 
-            (grad,) = lookahead(inner, weights, lr, held_out_loss, [net.alphas])
-        net.alphas.grad = torch.zeros_like(net.alphas) if grad is None else grad.detach()
+            grads = lookahead(inner, weights, lr, held_out_loss, alphas)
+        for a, grad in zip(alphas, grads, strict=True):
+            a.grad = torch.zeros_like(a) if grad is None else grad.detach()
         e.apply_gradients("arch")
 
     # --- reporting ---------------------------------------------------------------------------

@@ -71,6 +71,9 @@ class Engine:
         self.dist: Dist = init_distributed(self.device.type)
         self.run = run
 
+        if cfg.model.drop_path_schedule != "constant" and not hasattr(model, "set_drop_path"):
+            raise ConfigError(f"config key 'model.drop_path_schedule' = {cfg.model.drop_path_schedule!r} needs a model "
+                              f"with `set_drop_path` (e.g. darts_cifar); {type(model).__name__} has none: use constant")
         self.model = model.to(self.device)
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -157,6 +160,7 @@ class Engine:
             epoch_start, seen = time.perf_counter(), 0
             self.train_loader.batch_sampler.set_epoch(self.epoch, self.batch_in_epoch)
             self.model.train()
+            self._schedule_drop_path()
             bar = tqdm(total=self.steps_per_epoch, initial=self.batch_in_epoch, desc=f"epoch {self.epoch}",
                        disable=not (self.dist.is_main and sys.stderr.isatty()), leave=False)
             for keys, (images, targets) in with_keys(self.train_loader):
@@ -261,6 +265,12 @@ class Engine:
                 self.ema.update(self.model, step=self.step)
         else:
             optimizer.zero_grad(set_to_none=True)
+
+    def _schedule_drop_path(self) -> None:
+        """`model.drop_path_schedule: linear`: set the model's drop-path rate for this epoch, drop_path x epoch /
+        epochs (a function of the epoch alone, so a resumed run sets the same)."""
+        if self.cfg.model.drop_path_schedule == "linear":
+            self.model.set_drop_path(self.cfg.model.drop_path * self.epoch / self.cfg.train.epochs)
 
     def _schedule_owned(self) -> None:
         """Set the lr of each strategy optimizer that follows the weights' schedule (see `OwnedOptimizer`)."""

@@ -55,21 +55,22 @@ class Gdas(Darts):
         epochs = self.engine.cfg.train.epochs
         return self.tau_max - (self.tau_max - self.tau_min) * self.engine.epoch / max(epochs - 1, 1)
 
-    def sample(self, step: int, draw: int) -> tuple[torch.Tensor, list[int]]:
-        """Draw `draw` (0: weights, 1: α) of `step`; the same on every rank and after a resume."""
+    def sample(self, step: int, draw: int) -> list[tuple[torch.Tensor, list[int]]]:
+        """Draw `draw` (0: weights, 1: α) of `step`, one (weights, chosen) per architecture parameter of the
+        supernet, in its order (NB201: one; DARTS: normal, reduce); the same on every rank and after a resume."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + 2 * step + draw)
-        return gumbel_hard(self.engine.model.alphas, self.tau(), generator)
+        return [gumbel_hard(alphas, self.tau(), generator) for alphas in self.engine.model.arch_parameters()]
 
     def train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> float | None:
         e, net = self.engine, self.engine.model
         net.set_arch(None)
         try:
-            net.set_sampled(*self.sample(step, 0))
+            net.set_sampled(self.sample(step, 0))
             with e.autocast():
                 loss = e.criterion(e.forward_model(images), targets)
             value = e.optimize(loss)
             held_images, held_targets = e.next_batch("val")
-            net.set_sampled(*self.sample(step, 1))
+            net.set_sampled(self.sample(step, 1))
             with e.autocast():
                 arch_loss = nn.functional.cross_entropy(net(held_images), held_targets)
             e.optimize(arch_loss, "arch")
