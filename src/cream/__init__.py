@@ -31,4 +31,12 @@ def _register_models() -> None:
     import cream.models  # noqa: F401
 
 
+def _register_clip_configs() -> None:
+    """The TinyCLIP configs join open_clip's table when open_clip is first imported (see `cream.clip.models`)."""
+    from cream.clip.models import install_registration
+
+    install_registration()
+
+
 _register_models()
+_register_clip_configs()

@@ -14,7 +14,7 @@ from typing import Any
 _NEW_RUNS: list[tuple[Path, bool]] = []
 
 COMMANDS = ["run", "supernet", "search", "retrain", "distill_store", "test", "export", "convert", "profile", "bench",
-            "rank", "space_search", "nse", "latency"]
+            "rank", "space_search", "nse", "latency", "clip"]
 
 
 def add_run_options(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -39,10 +39,10 @@ RESUME_SAFE_KEYS = ("train.threads", "data.workers", "data.cache_dir", "train.lo
 
 
 def load_run_config(args: argparse.Namespace, base: dict | None = None,
-                    fields: dict | None = None, check: Any = None) -> tuple[Any, Any]:
+                    fields: dict | None = None, check: Any = None, cls: Any = None) -> tuple[Any, Any]:
     """(config, run dir) of a training command: a new run (its config.yaml written first; `fields` replace
     whole config sections after merging; `check(cfg)` may refuse the config before the folder exists), or the
-    run named by --resume."""
+    run named by --resume. `cls` is the config's class (default `RunConfig`)."""
     import dataclasses
 
     from cream.config import RunConfig, load_config, to_dict, with_overrides
@@ -53,8 +53,8 @@ def load_run_config(args: argparse.Namespace, base: dict | None = None,
         if args.config:
             raise CreamError("give either a CONFIG or --resume DIR (a resumed run uses the config it saved)")
         run = RunDir.create(args.resume, args.command, resume=True)
-        return resumed_config(run, args.overrides), run
-    cfg = dataclasses.replace(load_config(RunConfig, args.config, args.overrides, base=base), **(fields or {}))
+        return resumed_config(run, args.overrides, cls), run
+    cfg = dataclasses.replace(load_config(cls or RunConfig, args.config, args.overrides, base=base), **(fields or {}))
     if cfg.retrain:  # `cream run`'s retrain stage: check its overrides now, not after the supernet and search
         try:
             with_overrides(cfg, cfg.retrain, retrain={})
@@ -65,7 +65,7 @@ def load_run_config(args: argparse.Namespace, base: dict | None = None,
     return cfg, new_run_dir(args.out, args.command, to_dict(cfg))
 
 
-def resumed_config(run: Any, overrides: list[str]) -> Any:
+def resumed_config(run: Any, overrides: list[str], cls: Any = None) -> Any:
     """The config a run saved, with --set overrides of `RESUME_SAFE_KEYS` only (a resumed run must give the
     results the uninterrupted one would); the workflow records them in its config.yaml."""
     from cream.config import RunConfig, load_config, parse_override
@@ -76,7 +76,7 @@ def resumed_config(run: Any, overrides: list[str]) -> Any:
         if key not in RESUME_SAFE_KEYS:
             raise ConfigError(f"--set {key} is refused with --resume: it would change the run's results; "
                               f"a resumed run accepts only {', '.join(RESUME_SAFE_KEYS)}")
-    return load_config(RunConfig, run.file("config.yaml"), overrides)
+    return load_config(cls or RunConfig, run.file("config.yaml"), overrides)
 
 
 def new_run_dir(out: str | None, command: str, config: dict) -> Any:
