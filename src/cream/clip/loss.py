@@ -9,6 +9,7 @@ gathered batch trains exactly as one process holding the whole batch would.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -29,7 +30,9 @@ def gather_columns(x: Tensor) -> Tensor:
         return x
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()), 0)
+    with warnings.catch_warnings():  # newer torch marks it deprecated in favour of a private API; it still works
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(x.contiguous()), 0)
 
 
 def affinities(image: Tensor, text: Tensor, scale: Tensor | float) -> tuple[Tensor, Tensor]:

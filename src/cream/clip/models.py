@@ -7,6 +7,7 @@ so it costs nothing to users who never touch CLIP. `ensure_registered()` does it
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.util
 import sys
@@ -105,7 +106,13 @@ def context_length(cfg: dict) -> int:
 
 def tokenizer(cfg: dict) -> Any:
     """open_clip's CLIP BPE tokenizer (its vocabulary ships in the wheel), cutting captions to the model's length."""
+    return _tokenizer(context_length(cfg))
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(length: int) -> Any:
+    """Built once per length: reading the BPE vocabulary takes a second or more."""
+    open_clip_module()
     from open_clip.tokenizer import SimpleTokenizer
 
-    open_clip_module()
-    return SimpleTokenizer(context_length=context_length(cfg))
+    return SimpleTokenizer(context_length=length)
