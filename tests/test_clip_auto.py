@@ -10,9 +10,12 @@ pytest.importorskip("open_clip")
 
 from cream.clip.auto import auto_settings  # noqa: E402
 from cream.clip.config import ClipRunConfig  # noqa: E402
+from cream.clip.l0 import L0Masks  # noqa: E402
+from cream.clip.prune import shape_of  # noqa: E402
 from cream.config import load_config  # noqa: E402
 from cream.errors import ConfigError  # noqa: E402
 from cream.run_dir import RunDir  # noqa: E402
+from cream.train.checkpoint import load_latest  # noqa: E402
 from cream.workflows.clip import check_config, distill_clip, load_clip  # noqa: E402
 
 TEACHER = {"embed_dim": 16,
@@ -44,6 +47,14 @@ def test_two_stage_auto_run_prunes_each_stage_and_resumes(tmp_path):
     shape = json.loads((tmp_path / "run" / "pruned_shape.json").read_text())
     model, _ = load_clip(cfg.clip.teacher.__class__(cfg=TEACHER, weights=str(tmp_path / "run")), "clip.student")
     assert model.visual.transformer.resblocks[0].ln_1.weight.shape[0] == shape["image"]["hidden"]
+    # the mask phase's checkpoint holds the gates and multipliers: they give exactly the pruned widths
+    state = load_latest(tmp_path / "run" / "stage0" / "mask" / "checkpoints")
+    teacher, _ = load_clip(cfg.clip.teacher, "clip.teacher")
+    l0 = L0Masks(teacher, 0.25)
+    l0.load_state_dict(state["strategy"]["l0"])
+    assert (l0.lambdas > 10).all() and set(state["strategy_optimizers"]) == {"l0"}
+    l0.prune(teacher)
+    assert shape_of(teacher) == json.loads((tmp_path / "run" / "stage0" / "mask" / "pruned_shape.json").read_text())
     # a resumed finished run redoes nothing and reports the same
     (tmp_path / "run" / "stage1" / "summary.json").write_text(json.dumps({**second, "marker": 1}))
     again = distill_clip(cfg, run, resume=True)
