@@ -38,7 +38,7 @@ def _one(args: argparse.Namespace, target: float, image: torch.Tensor, text: tor
     l0 = L0Masks(model, target, warmup_steps=args.steps // 2, init_log_alpha=3.0)
     full = sum(tower_params(model, t) for t in l0.towers)
     g = torch.Generator().manual_seed(0)
-    utility = l0._flat(lambda la: 10 * torch.rand(la.shape, generator=g))
+    utility = l0.per_gate(lambda la: 10 * torch.rand(la.shape, generator=g))
     opt = torch.optim.Adam(l0.param_groups(lr=0.05, lambda_lr=0.05))
     for step in range(args.steps):
         opt.zero_grad()

@@ -103,7 +103,7 @@ def _train_to_target(l0, steps):
     """The L0 loop with a stand-in for the distillation loss: a random utility of keeping each gate,
     which pulls back against the Lagrangian as a task loss does."""
     g = torch.Generator().manual_seed(0)
-    utility = l0._flat(lambda la: 10 * torch.rand(la.shape, generator=g))
+    utility = l0.per_gate(lambda la: 10 * torch.rand(la.shape, generator=g))
     opt = torch.optim.Adam(l0.param_groups(lr=0.05, lambda_lr=0.05))
     for step in range(steps):
         opt.zero_grad()

@@ -110,9 +110,9 @@ class L0Masks(nn.Module):
                  reference_params: dict[str, int] | None = None, init_log_alpha: float = INIT_LOG_ALPHA) -> None:
         super().__init__()
         if not 0.0 <= target_sparsity < 1.0:
-            raise ConfigError(f"inherit.target_sparsity: {target_sparsity!r} is not in [0, 1)")
+            raise ConfigError(f"target_sparsity = {target_sparsity!r} is not allowed; use a number in [0, 1)")
         if warmup_steps < 0:
-            raise ConfigError(f"inherit.warmup_steps: {warmup_steps!r} must be >= 0")
+            raise ConfigError(f"warmup_steps = {warmup_steps!r} is not allowed; use an integer >= 0")
         self.towers = towers(model, tower_names)
         self.counts = {t.name: _TowerCounts(model, t) for t in self.towers}
         self.reference = {t.name: (reference_params or {}).get(t.name, self.counts[t.name].full) for t in self.towers}
@@ -129,7 +129,8 @@ class L0Masks(nn.Module):
             for t in self.towers})
         self.lambdas = nn.Parameter(torch.full((len(self.groups), 2), INIT_LAMBDA))
 
-    def _flat(self, fn) -> dict[str, dict[str, torch.Tensor]]:
+    def per_gate(self, fn) -> dict[str, dict[str, torch.Tensor]]:
+        """`fn` of each tower's flat log_alpha vectors (hidden, heads, intermediate)."""
         return {name: {kind: fn(la[kind]) for kind in KINDS} for name, la in self.log_alpha.items()}
 
     def _per_layer(self, name: str, kind: str, flat: torch.Tensor) -> list[torch.Tensor]:
@@ -137,7 +138,7 @@ class L0Masks(nn.Module):
 
     def sample(self) -> Masks:
         """Training-time masks (differentiable in log_alpha)."""
-        return self.unflatten(self._flat(sample_hard_concrete))
+        return self.unflatten(self.per_gate(sample_hard_concrete))
 
     def deterministic(self) -> Masks:
         """Prune-step masks, decided per group: hidden; each layer's heads; each layer's neurons."""
@@ -153,7 +154,7 @@ class L0Masks(nn.Module):
 
     def scores(self) -> dict[str, dict[str, torch.Tensor]]:
         """P(z != 0) per gate, flat per kind."""
-        return self._flat(keep_probability)
+        return self.per_gate(keep_probability)
 
     def expected_params(self, scores: Masks | None = None) -> dict[str, torch.Tensor]:
         """Expected counted parameters per tower (hidden enters as outer products with heads/neurons);
