@@ -38,6 +38,12 @@ def test_yaml_loads_and_builds(path):
     if _is_space_file(path):
         _check_space(str(path))
         return
+    if "clip" in (yaml.safe_load(path.read_text()) or {}):  # a `cream clip distill` config
+        from cream.clip.config import ClipRunConfig
+        from cream.workflows.clip import check_config
+
+        check_config(load_config(ClipRunConfig, path))
+        return
     cfg = load_config(RunConfig, path)
     if cfg.space:
         _check_space(dict(cfg.space))
