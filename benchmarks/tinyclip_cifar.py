@@ -84,12 +84,13 @@ def counted(cfg: dict) -> int:
 
 def arm_auto(args, seed: int, teacher: Path, out: Path) -> dict:
     """(c): the teacher pruned by L0 masks to the student's counted size in one stage: a mask phase of
-    --prune-epochs (gates from log_alpha 3 at lr 0.1 so that they move within it; target warm-up over half of
-    it), then affinity mimicking for --student-epochs, as (b)."""
+    --prune-epochs (gates from log_alpha 3 at --auto-lr, multipliers at --auto-lambda-lr, so that they move within
+    a few epochs; target warm-up over half of it), then affinity mimicking for --student-epochs, as (b)."""
     steps_per_epoch = max(1, 10 * args.train_per_class // args.batch_size)
     prune_step = args.prune_epochs * steps_per_epoch
     kwargs = {"sparsity": round(1 - counted(STUDENT) / counted(TEACHER), 4), "prune_step": prune_step,
-              "warmup_steps": prune_step // 2, "lr": 0.1, "init_log_alpha": 3.0}
+              "warmup_steps": prune_step // 2, "lr": args.auto_lr, "lambda_lr": args.auto_lambda_lr,
+              "init_log_alpha": 3.0}
     return run([*base_sets(args, args.student_epochs, seed), f"clip.teacher.cfg={TEACHER}",
                 f"clip.teacher.weights={teacher}", "clip.inherit.mode=auto",
                 f"clip.inherit.kwargs={json.dumps(kwargs)}", "clip.loss.logit_scale=50"], out)
@@ -108,7 +109,10 @@ def main() -> None:
     p.add_argument("--teacher-epochs", type=int, default=15)
     p.add_argument("--student-epochs", type=int, default=8)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--prune-epochs", type=int, default=2, help="auto: mask-phase epochs before pruning")
+    p.add_argument("--prune-epochs", type=int, default=3, help="auto: mask-phase epochs before pruning")
+    p.add_argument("--auto-lr", type=float, default=0.2, help="auto: log_alpha lr (the paper's 0.02 is for 1000s "
+                                                                "of steps)")
+    p.add_argument("--auto-lambda-lr", type=float, default=1.0, help="auto: the multipliers' ascent lr")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--arms", default="scratch,manual,auto")
     p.add_argument("--out", default="", help="keep the runs here (default: a temporary folder)")
