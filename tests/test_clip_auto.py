@@ -24,9 +24,9 @@ TEACHER = {"embed_dim": 16,
            "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 2,
                         "mlp_ratio": 2}}
 AUTO = {"sparsity": [0.25, 0.5], "prune_step": 2, "warmup_steps": 1, "lr": 1.0, "init_log_alpha": 0.5}
-TINY = ["data.name=digits", "data.image_size=16", "data.train_per_class=4", "data.test_per_class=2",
+TINY = ["data.name=digits", "data.image_size=16", "data.train_per_class=2", "data.test_per_class=1",
         "data.val_fraction=0", "data.batch_size=8", "data.eval_batch_size=20", "train.threads=1",
-        "train.epochs=1", "train.max_steps=3", "optim.opt=adamw", "optim.lr=0.001", "optim.sched=none",
+        "train.epochs=1", "train.max_steps=2", "optim.opt=adamw", "optim.lr=0.001", "optim.sched=none",
         f"clip.teacher.cfg={json.dumps(TEACHER)}", "clip.inherit.mode=auto"]
 
 
