@@ -11,8 +11,10 @@ Protocol (CPU-sized; every setting is printed in the JSON):
    (b) `manual`: manual inheritance from the teacher (layers 0 and 2, leading slices), then affinity
        mimicking against it with the logit scale fixed at 50 (the paper's setting);
    (b') `manual_own_scale`: as (b) with each model's own logit scale (the teacher's learned one);
-   (c) `auto`: automatic inheritance (L0 masks, pruning to the same size) + affinity mimicking: the slot
-       `arm_auto` below, filled in once `clip.inherit.mode=auto` is built; until then it is reported as skipped.
+   (c) `auto`: automatic inheritance: the teacher under L0 masks for `--prune-epochs` (affinity mimicking +
+       Lagrangian, target = the student's parameter count without the token embedding), pruned, then affinity
+       mimicking for `--student-epochs`, logit scale 50. It keeps 4 layers (TinyCLIP has no layer gates), so it
+       is narrower than (a)/(b) rather than shallower, and it trains `--prune-epochs` more.
 4. Score: zero-shot top-1 on the test images (prompt "a photo of a {class}."), mean and per seed.
 
     PYTHONPATH=src python benchmarks/tinyclip_cifar.py [--train-per-class 500] [--seeds 3]
@@ -31,6 +33,9 @@ import torch
 from common import CIFAR10_ARCHIVE
 
 from cream.clip.config import ClipRunConfig
+from cream.clip.l0 import tower_params
+from cream.clip.models import build_clip
+from cream.clip.prune import towers
 from cream.config import load_config
 from cream.errors import ConfigError
 from cream.run_dir import RunDir
@@ -79,11 +84,24 @@ def arm_manual_own_scale(args, seed: int, teacher: Path, out: Path) -> dict:
                 "clip.loss.logit_scale=0"], out)
 
 
+def counted(cfg: dict) -> int:
+    """Parameters of both towers without the token-embedding table (the size automatic inheritance targets)."""
+    model = build_clip(cfg)
+    return sum(tower_params(model, t) for t in towers(model))
+
+
 def arm_auto(args, seed: int, teacher: Path, out: Path) -> dict:
-    """Slot for arm (c): automatic inheritance to the student's size (kwargs are clipb's to choose)."""
-    return run([*base_sets(args, args.student_epochs, seed), f"clip.student.cfg={TEACHER}",
-                f"clip.teacher.cfg={TEACHER}", f"clip.teacher.weights={teacher}", "clip.inherit.mode=auto",
-                "clip.loss.logit_scale=50"], out)
+    """(c): the teacher pruned by L0 masks to the student's counted size in one stage: a mask phase of
+    --prune-epochs (gates from log_alpha 3 at --auto-lr, multipliers at --auto-lambda-lr, so that they move within
+    a few epochs; target warm-up over half of it), then affinity mimicking for --student-epochs, as (b)."""
+    steps_per_epoch = max(1, 10 * args.train_per_class // args.batch_size)
+    prune_step = args.prune_epochs * steps_per_epoch
+    kwargs = {"sparsity": round(1 - counted(STUDENT) / counted(TEACHER), 4), "prune_step": prune_step,
+              "warmup_steps": prune_step // 2, "lr": args.auto_lr, "lambda_lr": args.auto_lambda_lr,
+              "init_log_alpha": 3.0}
+    return run([*base_sets(args, args.student_epochs, seed), f"clip.teacher.cfg={TEACHER}",
+                f"clip.teacher.weights={teacher}", "clip.inherit.mode=auto",
+                f"clip.inherit.kwargs={json.dumps(kwargs)}", "clip.loss.logit_scale=50"], out)
 
 
 ARMS = {"scratch": arm_scratch, "manual": arm_manual, "manual_own_scale": arm_manual_own_scale, "auto": arm_auto}
@@ -99,6 +117,10 @@ def main() -> None:
     p.add_argument("--teacher-epochs", type=int, default=15)
     p.add_argument("--student-epochs", type=int, default=8)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--prune-epochs", type=int, default=3, help="auto: mask-phase epochs before pruning")
+    p.add_argument("--auto-lr", type=float, default=0.2, help="auto: log_alpha lr (the paper's 0.02 is for 1000s "
+                                                                "of steps)")
+    p.add_argument("--auto-lambda-lr", type=float, default=1.0, help="auto: the multipliers' ascent lr")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--arms", default="scratch,manual,manual_own_scale,auto")
     p.add_argument("--out", default="", help="keep the runs here (default: a temporary folder)")
@@ -127,7 +149,8 @@ def main() -> None:
                 break
             scores.append(s["test_zero_shot_top1"])
             walls.append(s["wall_s"])
-            result[arm] = {"params": s["student_params"]}
+            result[arm] = {"params": s["student_params"],
+                           **({"counted_params": s["counted_params"]} if "counted_params" in s else {})}
         if scores:
             result[arm].update({"top1_mean": statistics.mean(scores), "top1_std": statistics.pstdev(scores),
                                 "top1": scores, "wall_s_mean": statistics.mean(walls)})

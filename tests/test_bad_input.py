@@ -178,7 +178,7 @@ CASES = [
     ("space-search-resume-missing", ["space-search", "--resume", "{ws}/empty"], "no config.yaml"),
     ("nse-strategy", ["nse", "--out", "{tmp}/out", "--set", "strategy.name=uniform"], "strategy.name"),
     ("clip-auto", ["clip", "distill", "--set", "clip.student.name=TinyCLIP-ViT-8M-16-Text-3M", "--set",
-                   "clip.inherit.mode=auto"], "not built yet"),
+                   "clip.inherit.mode=auto"], "clip.inherit.kwargs.sparsity"),
     ("clip-student-name", ["clip", "distill", "--set", "clip.student.name=nope_clip"], "nope_clip"),
     ("clip-no-student", ["clip", "distill"], "clip.student"),
     ("clip-manual-no-teacher", ["clip", "distill", "--set", "clip.student.name=TinyCLIP-ViT-8M-16-Text-3M",

@@ -17,11 +17,14 @@ from typing import Any
 
 from torch import nn
 
+from cream.clip.auto import L0Distill, auto_settings
 from cream.clip.config import ClipConfig, ClipModelConfig, ClipRunConfig
 from cream.clip.data import CaptionedDataset, PairDataset, class_captions, tokenize_with
 from cream.clip.inherit import inherit_manual
+from cream.clip.l0 import L0Masks, tower_params
 from cream.clip.loss import AffinityLoss
 from cream.clip.models import build_clip, model_config, tokenizer
+from cream.clip.prune import prune_to_shape, shape_of, towers
 from cream.clip.strategy import ClipDistill, FrozenClip
 from cream.clip.zero_shot import zero_shot_top1
 from cream.config import to_dict
@@ -52,8 +55,14 @@ def load_clip(m: ClipModelConfig, key: str) -> tuple[nn.Module, dict]:
     cfg = model_config(m.name, m.cfg, key)
     model = build_clip(cfg, key)
     if m.weights:
-        load_weights(model, weights_file(m.weights, f"{key}.weights"))
+        path = weights_file(m.weights, f"{key}.weights")
+        if (path.parent / PRUNED_SHAPE).is_file():  # an auto-inherited student: rebuild its pruned widths first
+            prune_to_shape(model, json.loads((path.parent / PRUNED_SHAPE).read_text()))
+        load_weights(model, path)
     return model, cfg
+
+
+PRUNED_SHAPE = "pruned_shape.json"
 
 
 def stage_models(c: ClipConfig) -> list[ClipModelConfig]:
@@ -73,14 +82,20 @@ def check_config(cfg: ClipRunConfig) -> None:
     """Refuse a config that cannot run, before its run folder exists."""
     c = cfg.clip
     if c.inherit.mode == "auto":
-        raise ConfigError("config key 'clip.inherit.mode' = 'auto' is not built yet; use none or manual")
+        auto_settings(c.inherit.kwargs)
+        if not (c.teacher.name or c.teacher.cfg) or c.stages:
+            raise ConfigError("config key 'clip.inherit.mode' = 'auto' prunes a copy of the teacher: set clip.teacher "
+                              "and give the stages as clip.inherit.kwargs.sparsity, not clip.stages")
+        if cfg.train.max_steps and cfg.train.max_steps < c.inherit.kwargs["prune_step"]:
+            raise ConfigError(f"config key 'clip.inherit.kwargs.prune_step' = {c.inherit.kwargs['prune_step']} is "
+                              f"past train.max_steps = {cfg.train.max_steps}")
     if c.inherit.mode == "manual" and not (c.teacher.name or c.teacher.cfg):
         raise ConfigError("config key 'clip.inherit.mode' = 'manual' needs a teacher to cut the student from "
                           "(set clip.teacher)")
     if c.inherit.mode == "manual" and c.student.weights:
         raise ConfigError("config keys 'clip.student.weights' and 'clip.inherit.mode' = 'manual' both set the "
                           "student's first weights; keep one")
-    for i, m in enumerate(stage_models(c)):
+    for i, m in enumerate(stage_models(c) if c.inherit.mode != "auto" else []):  # auto: the student is the teacher
         model_config(m.name, m.cfg, f"clip.stages[{i}]" if c.stages else "clip.student")
     AffinityLoss(**dataclasses.asdict(c.loss))
 
@@ -106,6 +121,8 @@ def distill_clip(cfg: ClipRunConfig, run: RunDir, *, resume: bool = False) -> di
     c, t = cfg.clip, cfg.train
     seed_everything(t.seed, t.deterministic, t.threads)
     teacher = load_clip(c.teacher, "clip.teacher")[0] if (c.teacher.name or c.teacher.cfg) else None
+    if c.inherit.mode == "auto":
+        return _finish(run, _auto_stages(cfg, run, teacher, resume), start)
     models = stage_models(c)
     stages: list[dict[str, Any]] = []
     source = teacher.state_dict() if teacher is not None and c.inherit.mode == "manual" else None
@@ -120,12 +137,19 @@ def distill_clip(cfg: ClipRunConfig, run: RunDir, *, resume: bool = False) -> di
             student, stage_summary = _train_stage(cfg, m, key, teacher, source, stage_run, resume)
             stages.append(stage_summary)
         source = student.state_dict() if c.inherit.mode == "manual" else None
+    return _finish(run, stages, start)
+
+
+def _finish(run: RunDir, stages: list[dict[str, Any]], start: float) -> dict[str, Any]:
     summary = {**stages[-1], "wall_s": round(time.perf_counter() - start, 2)}
-    if len(models) > 1:
+    if len(stages) > 1:
         summary["stages"] = [{k: s[k] for k in ("student_params", "test_zero_shot_top1")} for s in stages]
     if run.write:
-        if len(models) > 1:  # the last stage's student is the run's model
-            shutil.copyfile(run.path / f"stage{len(models) - 1}" / "model.safetensors", run.file("model.safetensors"))
+        if len(stages) > 1:  # the last stage's student is the run's model
+            last = run.path / f"stage{len(stages) - 1}"
+            for name in ("model.safetensors", PRUNED_SHAPE):
+                if (last / name).is_file():
+                    shutil.copyfile(last / name, run.file(name))
         run.write_json("summary.json", summary)
         write_report(run, summary)
     return summary
@@ -136,6 +160,79 @@ def _stage_dir(run: RunDir, i: int) -> RunDir:
     if stage.write:
         stage.checkpoints.mkdir(parents=True, exist_ok=True)
     return stage
+
+
+def _auto_stages(cfg: ClipRunConfig, run: RunDir, teacher: nn.Module, resume: bool) -> list[dict[str, Any]]:
+    """Automatic inheritance: a copy of the teacher, masked and pruned to each sparsity in turn (spec §5.3).
+
+    Each stage has a mask phase (`stageN/mask/`: prune_step steps under L0 masks, then pruned) and a dense
+    phase (`stageN/`: the usual training of the pruned student); both resume from their checkpoints."""
+    c = cfg.clip
+    settings = auto_settings(c.inherit.kwargs)
+    student, model_cfg = load_clip(c.teacher, "clip.teacher")
+    reference = {t.name: tower_params(student, t) for t in towers(student, settings.towers)}
+    data = clip_splits(cfg, model_cfg)
+    stages: list[dict[str, Any]] = []
+    for i, sparsity in enumerate(settings.sparsity):
+        stage_run = run if len(settings.sparsity) == 1 else _stage_dir(run, i)
+        done = stage_run.file("summary.json")
+        if resume and done.is_file():  # a finished stage: its pruned student feeds the next
+            stages.append(json.loads(done.read_text()))
+            student = load_clip(dataclasses.replace(c.teacher, weights=str(stage_run.path)), "clip.teacher")[0]
+            continue
+        mask_run = RunDir(stage_run.path / "mask", stage_run.write)
+        pruned = mask_run.file("pruned.safetensors")
+        if resume and pruned.is_file():
+            prune_to_shape(student, json.loads(mask_run.file(PRUNED_SHAPE).read_text()))
+            load_weights(student, pruned)
+        else:
+            if mask_run.write:
+                mask_run.checkpoints.mkdir(parents=True, exist_ok=True)
+            l0 = L0Masks(student, sparsity, tower_names=settings.towers, warmup_steps=settings.warmup_steps,
+                         pooled=settings.pooled, reference_params=reference, init_log_alpha=settings.init_log_alpha)
+            mask_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=settings.prune_step))
+            _fit(mask_cfg, student, data, mask_run, L0Distill(FrozenClip(teacher), _loss(cfg), l0, settings),
+                 ckpt.continues(mask_run, resume))
+            l0.prune(student)
+            if mask_run.write:
+                save_weights(student, pruned)
+                mask_run.write_json(PRUNED_SHAPE, shape_of(student, settings.towers))
+        stage_summary = _fit(cfg, student, data, stage_run, ClipDistill(FrozenClip(teacher), _loss(cfg)),
+                             ckpt.continues(stage_run, resume), zero_shot=True)
+        stage_summary.update(inherit="auto", student="pruned teacher", target_sparsity=sparsity,
+                             counted_params=sum(tower_params(student, t) for t in towers(student, settings.towers)),
+                             reference_params=sum(reference.values()))
+        if stage_run.write:
+            save_weights(student, stage_run.file("model.safetensors"))
+            stage_run.write_json(PRUNED_SHAPE, shape_of(student, settings.towers))
+            stage_run.write_json("summary.json", stage_summary)
+        stages.append(stage_summary)
+    return stages
+
+
+def _loss(cfg: ClipRunConfig) -> AffinityLoss:
+    return AffinityLoss(**dataclasses.asdict(cfg.clip.loss))
+
+
+def _fit(cfg: ClipRunConfig, student: nn.Module, data: tuple[Splits, Any], run: RunDir, strategy: ClipDistill,
+         resume: bool, zero_shot: bool = False) -> dict[str, Any]:
+    """Train `student` in place with `strategy` (continuing from `run`'s checkpoint where `resume`)."""
+    if strategy.affinity.logit_scale:
+        student.logit_scale.requires_grad_(False)
+    splits, tok = data
+    engine = Engine(cfg, student, splits, run, strategy)
+    if engine.dist.is_main and run.write:
+        run.write_yaml("config.yaml", to_dict(cfg))
+    if resume:
+        engine.resume()
+    fit = engine.fit()
+    summary: dict[str, Any] = {"student_params": sum(p.numel() for p in student.parameters()),
+                               "steps": fit["steps"], "skipped_steps": fit["skipped_steps"]}
+    if zero_shot:
+        zs = zero_shot_top1(engine.model, splits.test, splits.test.classes, [cfg.clip.data.template], tok,
+                            batch_size=cfg.data.eval_batch_size, device=engine.device, workers=cfg.data.workers)
+        summary.update(test_zero_shot_top1=zs["top1"], test_images=zs["images"])
+    return summary
 
 
 def _train_stage(cfg: ClipRunConfig, m: ClipModelConfig, key: str, teacher: nn.Module | None,
