@@ -1,6 +1,6 @@
 """Standalone models, registered with timm on import; `build_model(space, arch)` for any searched arch."""
 
-from cream.models import autoformer, cream_mbv3, darts, ensemble, nb201, nse, searched, swin, timm_vit  # noqa: F401  (timm registrations)
+from cream.models import autoformer, cream_mbv3, darts, darts_stages, ensemble, nb201, nse, searched, swin, timm_vit  # noqa: F401  (timm registrations)
 from cream.models.searched import build_model, load_exported
 
 __all__ = ["build_model", "load_exported"]

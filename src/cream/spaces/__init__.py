@@ -10,7 +10,7 @@ from typing import Any
 
 from cream import registry
 from cream.errors import ConfigError
-from cream.spaces import ensemble, mobilenet, nb201, neas, nse, swin, vit  # noqa: F401  (each registers its family and presets)
+from cream.spaces import darts_stages, ensemble, mobilenet, nb201, neas, nse, swin, vit  # noqa: F401  (each registers its family and presets)
 from cream.spaces.base import Arch, Space
 
 
