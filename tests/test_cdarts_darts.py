@@ -4,6 +4,7 @@ ways, the stage progression freezing earlier stages, SIGKILL resume, and arch.js
 from __future__ import annotations
 
 import json
+import random
 import signal
 
 import pytest
@@ -99,31 +100,37 @@ def test_op_weights_are_copied_both_ways():
 
 
 def test_stages_are_searched_in_order_and_earlier_ones_freeze():
-    engine = _engine("train.epochs=4", "strategy.kwargs={pretrain_epochs: 1, regular: true}")
+    engine = _engine("train.epochs=6", "train.eval_every_epochs=3",
+                     "strategy.kwargs={pretrain_epochs: 1, warmup_epochs: 1, regular: true}")
     net, st = engine.model, engine.strategy
-    assert set(engine.owned) == {"arch0", "arch1", "eval"} and [st.phase(e) for e in range(4)] == \
-        ["pretrain", "search"] * 2
-    with pytest.raises(ConfigError, match="'train.epochs' = 3 must split evenly over the 2 stages"):
-        _engine("train.epochs=3")
+    assert set(engine.owned) == {"arch0", "arch1", "eval"} and [st.phase(e) for e in range(6)] == \
+        ["pretrain", "warmup", "search"] * 2
+    with pytest.raises(ConfigError, match="'train.epochs' = 5 must split evenly over the 2 stages"):
+        _engine("train.epochs=5")
     images, targets = next(iter(engine.train_loader))
-    alpha0 = net.alphas[0].detach().clone()
-    engine.train_step(images, targets)  # pretrain: α stays, nothing built yet
+    alpha0, eval_w = net.alphas[0].detach().clone(), net.eval_classifier.weight.detach().clone()
+    engine.train_step(images, targets)  # pretrain: the search network only; nothing built yet
     assert torch.equal(net.alphas[0], alpha0) and net.genotypes == [None, None]
     engine._end_epoch(1.0)
-    assert net.genotypes == [net.derive(0), net.derive(1)] and engine.epoch == 1
-    engine.train_step(images, targets)  # the joint step moves α of both stages (stage 0 is searched)
-    assert not torch.equal(net.alphas[0], alpha0) and st.regulariser() > 0
+    assert net.genotypes == [net.derive(0), net.derive(1)]  # built for every stage being searched
+    search_w = net.search_classifier.weight.detach().clone()
+    engine.train_step(images, targets)  # warm-up: the evaluation network only
+    assert torch.equal(net.search_classifier.weight, search_w) and not torch.equal(net.eval_classifier.weight, eval_w)
+    engine._end_epoch(1.0)
+    engine.train_step(images, targets)  # search: the joint step moves α of both stages (stage 0 is searched)
+    assert not torch.equal(net.alphas[0], alpha0) and not torch.equal(net.alphas[1], alpha0) and st.regulariser() > 0
     engine._end_epoch(1.0)
     assert net.stage == 1  # stage 0 is frozen from here on
     frozen, alpha0 = net.genotypes[0], net.alphas[0].detach().clone()
-    arch0 = json.dumps(str(st.arch_optimizers[0].state_dict()))
+    arch0 = str(st.arch_optimizers[0].state_dict())
     search0 = [p.detach().clone() for p in net.search_stages[0].parameters()]
     eval0 = [p.detach().clone() for p in net.eval_stages[0].parameters()]
-    for _ in range(2):
-        engine.train_step(images, targets)
-        engine._end_epoch(1.0)
+    engine._end_epoch(1.0)  # stage 1's pretrain and warm-up epochs, without their steps
+    engine._end_epoch(1.0)
+    engine.train_step(images, targets)  # stage 1's search: stage 0 runs as evaluation cells in both networks
+    engine._end_epoch(1.0)
     assert net.genotypes[0] == frozen and net.arch()["stages"][0] == frozen and torch.equal(net.alphas[0], alpha0)
-    assert json.dumps(str(st.arch_optimizers[0].state_dict())) == arch0  # never stepped again
+    assert str(st.arch_optimizers[0].state_dict()) == arch0 and st.arch_optimizers[1].state  # arch0 never again
     assert all(torch.equal(a, b) for a, b in zip(search0, net.search_stages[0].parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(eval0, net.eval_stages[0].parameters(), strict=True))
 
@@ -158,7 +165,11 @@ def test_cdarts_darts_resumes_after_sigkill_bit_identically_and_its_arch_retrain
 
 def test_one_genotype_in_every_stage_is_darts_cifar():
     arch = {"stages": [DARTS_V2] * 3}
-    staged = StagedDartsNet(arch, channels=36, cells=(7, 7, 6))
-    plain = DartsNetCIFAR(DARTS_V2, channels=36, layers=20)
-    assert count_params(staged) == count_params(plain) == 3_349_342
-    assert get_space("cdarts-darts").cost(arch)["params"] < count_params(staged)  # C=16 by default
+    space = get_space("cdarts-darts")  # C=16 by default
+    mixed = {"stages": [DARTS_V2, *space.sample(random.Random(0))["stages"][1:]]}
+    with torch.device("meta"):
+        staged = StagedDartsNet(arch, channels=36, cells=(7, 7, 6))
+        plain = DartsNetCIFAR(DARTS_V2, channels=36, layers=20)
+        assert count_params(staged) == count_params(plain) == 3_349_342
+        for a in (arch, mixed):
+            assert space.cost(a)["params"] == count_params(build_model(space, a))

@@ -127,15 +127,30 @@ class DartsStagesSpace:
         raise CreamError(f"space '{self.name}' cannot be restricted (no strategy narrows a DARTS cell space)")
 
     def cost(self, arch: Arch) -> dict[str, int]:
-        """Params of the retrained network (`eval_cells` at `channels`, no auxiliary head), counted on the meta
-        device; MACs are not counted (0)."""
-        import torch
+        """Params of the retrained network (`eval_cells` at `channels`, no auxiliary head; BN affine counted),
+        in closed form; MACs are not counted (0)."""
+        arch = self.validate(arch)
+        c_curr = 3 * self.channels
+        params = 27 * c_curr + 2 * c_curr  # stem conv + BN
+        c_pp, c_p, c_curr = c_curr, c_curr, self.channels
+        for stage, reduction in stage_cells(self.eval_cells):
+            c_curr = 2 * c_curr if reduction else c_curr
+            params += (c_pp + 2) * c_curr + (c_p + 2) * c_curr  # the two input adapters (either kind)
+            for op, j in arch["stages"][stage]["reduce" if reduction else "normal"]:
+                params += _op_params(op, c_curr, 2 if reduction and j < 2 else 1)
+            c_pp, c_p = c_p, NODES * c_curr
+        return {"params": params + c_p * self.num_classes + self.num_classes, "macs": 0}
 
-        from cream.models.darts_stages import StagedDartsNet
 
-        with torch.device("meta"):
-            net = StagedDartsNet(self.validate(arch), self.num_classes, self.channels, self.eval_cells)
-        return {"params": sum(p.numel() for p in net.parameters()), "macs": 0}
+def _op_params(op: str, c: int, stride: int) -> int:
+    """Params of one DARTS op at c channels (as `cream.models.darts.make_op` builds it)."""
+    if op == "skip_connect":
+        return c * c + 2 * c if stride == 2 else 0  # a factorized reduction at stride 2
+    if op.startswith(("sep_conv", "dil_conv")):
+        k = int(op[-1])
+        one = c * k * k + c * c + 2 * c  # depthwise, pointwise, BN
+        return 2 * one if op.startswith("sep") else one
+    return 0  # pools
 
 
 def from_config(**cfg: Any) -> DartsStagesSpace:
