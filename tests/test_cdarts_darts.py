@@ -56,7 +56,7 @@ def test_ensemble_output_matches_a_hand_computation():
     # the controller's em is that of its two auxiliary heads and its classifier
     torch.manual_seed(0)
     net = build_supernet(get_space({**SPACE, "search_cells": [1, 1, 1], "eval_cells": [1, 1, 1]}), "mixed",
-                         ensemble_param=True)
+                         ensemble_param=True, head_channels=[8, 16])
     assert net.pi.requires_grad and [net.head_at, len(net.aux_heads)] == [[0, 1], 2]
     with torch.no_grad():
         net.pi.copy_(pi)
@@ -67,7 +67,8 @@ def test_ensemble_output_matches_a_hand_computation():
 
 def test_op_weights_are_copied_both_ways():
     torch.manual_seed(0)
-    net = build_supernet(get_space({**SPACE, "search_cells": [2, 2], "eval_cells": [2, 3]}), "mixed")
+    net = build_supernet(get_space({**SPACE, "search_cells": [2, 2], "eval_cells": [2, 3]}), "mixed",
+                         head_channels=[8, 16])
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p))
