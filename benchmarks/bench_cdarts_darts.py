@@ -26,14 +26,17 @@ def main() -> None:
     p.add_argument("--train-images", type=int, default=400, help="CIFAR-10 images, half held out (10 classes)")
     p.add_argument("--stage-epochs", type=int, default=3, help="per stage: 1 pretrain, 1 warm-up, the rest search")
     p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=32, help="the retrain's auxiliary head needs 32 (8x8 maps)")
     p.add_argument("--retrain-epochs", type=int, default=2)
     p.add_argument("--out", default="")
     args = p.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="cdarts-darts-"))
-    space = {"preset": "cdarts-darts", "channels": args.channels, "search_cells": [2, 2, 1], "eval_cells": [3, 3, 2]}
-    data = ["data.name=imagefolder", f"data.root={CIFAR10_ARCHIVE}", "data.image_size=32",
+    space = {"preset": "cdarts-darts", "input_size": args.image_size, "channels": args.channels,
+             "search_cells": [2, 2, 1], "eval_cells": [3, 3, 2]}
+    data = ["data.name=imagefolder", f"data.root={CIFAR10_ARCHIVE}", f"data.image_size={args.image_size}",
             f"data.train_per_class={args.train_images // 10}", "data.test_per_class=20", "data.batch_size=50",
-            "data.eval_batch_size=200", "train.deterministic=true", "train.threads=2", "optim.opt=sgd",
+            "train.log_every=1", "data.eval_batch_size=200", "train.deterministic=true", "train.threads=2",
+            "optim.opt=sgd",
             "optim.lr=0.025", "optim.momentum=0.9", "optim.weight_decay=5e-4", "optim.sched=cosine",
             "optim.warmup_epochs=0"]
     search = [f"space={json.dumps(space)}", "data.val_fraction=0.5", "strategy.name=cdarts",
@@ -45,11 +48,11 @@ def main() -> None:
     doc = json.loads((out / "supernet" / "arch.json").read_text())
     epochs = [json.loads(line) for line in (out / "supernet" / "metrics.jsonl").read_text().splitlines()
               if '"stage"' in line]
-    start = time.perf_counter()
+    start, aux = time.perf_counter(), "true" if args.image_size >= 32 else "false"
     assert cream(["retrain", "--arch", str(out / "supernet" / "arch.json"), "--out", str(out / "retrain"),
                   *sets(data + [f"train.epochs={args.retrain_epochs}", "data.val_fraction=0",
-                                f"model.kwargs={{channels: {args.channels}, auxiliary: true}}",
-                                "model.aux_weight=0.4"])]) == 0
+                                f"model.kwargs={{channels: {args.channels}, auxiliary: {aux}}}",
+                                f"model.aux_weight={0.4 if aux == 'true' else 0}"])]) == 0
     retrain_s = time.perf_counter() - start
     summary = json.loads((out / "retrain" / "summary.json").read_text())
     print(json.dumps({
