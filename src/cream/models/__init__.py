@@ -4,6 +4,7 @@ from cream.models import (  # noqa: F401  (timm registrations)
     autoformer,
     cream_mbv3,
     darts,
+    darts_stages,
     efficientvit,
     ensemble,
     irpe_deit,

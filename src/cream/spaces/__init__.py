@@ -10,7 +10,18 @@ from typing import Any
 
 from cream import registry
 from cream.errors import ConfigError
-from cream.spaces import darts, efficientvit, ensemble, mobilenet, nb201, neas, nse, swin, vit  # noqa: F401  (each registers its family and presets)
+from cream.spaces import (  # noqa: F401  (each registers its family and presets)
+    darts,
+    darts_stages,
+    efficientvit,
+    ensemble,
+    mobilenet,
+    nb201,
+    neas,
+    nse,
+    swin,
+    vit,
+)
 from cream.spaces.base import Arch, Space
 
 

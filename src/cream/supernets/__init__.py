@@ -8,7 +8,18 @@ from cream import registry
 from cream.errors import ConfigError
 from cream.registry import KINDS, MIXED, SINGLE_PATH
 from cream.spaces.base import Space
-from cream.supernets import darts, efficientvit, ensemble, from_timm, mobilenet, nb201, nse, swin, vit  # noqa: F401  (each registers its supernets)
+from cream.supernets import (  # noqa: F401  (each registers its supernets)
+    cdarts_darts,
+    darts,
+    efficientvit,
+    ensemble,
+    from_timm,
+    mobilenet,
+    nb201,
+    nse,
+    swin,
+    vit,
+)
 from cream.supernets.base import Supernet, arch_selected
 
 

@@ -56,10 +56,14 @@ def distance(em_eval: torch.Tensor, em_search: torch.Tensor, temperature: float,
 
 
 def joint_loss(logits_search: torch.Tensor, logits_eval: torch.Tensor, targets: torch.Tensor, lam: float,
-               temperature: float, kind: str, regular: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """L = [CE(p_S, y) + CE(p_E, y)] / λ + λ · T² · D(em_E, em_S) + R(α)."""
+               temperature: float, kind: str, regular: torch.Tensor | float = 0.0,
+               em_search: torch.Tensor | None = None, em_eval: torch.Tensor | None = None) -> torch.Tensor:
+    """L = [CE(p_S, y) + CE(p_E, y)] / λ + λ · T² · D(em_E, em_S) + R(α): CE on the classifiers' logits, the
+    distance on the ensemble outputs em (the logits themselves where a network has no auxiliary heads)."""
     ce = nn.functional.cross_entropy(logits_search, targets) + nn.functional.cross_entropy(logits_eval, targets)
-    return ce / lam + lam * temperature ** 2 * distance(logits_eval, logits_search, temperature, kind) + regular
+    em_search = logits_search if em_search is None else em_search
+    em_eval = logits_eval if em_eval is None else em_eval
+    return ce / lam + lam * temperature ** 2 * distance(em_eval, em_search, temperature, kind) + regular
 
 
 class Cdarts(Darts):
@@ -164,37 +168,77 @@ class Cdarts(Darts):
         """R(α): the decaying L1 penalty on the parameter-free ops' softmax(α) (0 unless `regular`)."""
         if not self.regular:
             return 0.0
-        search_epochs = self.engine.cfg.train.epochs - self.pretrain_epochs - self.warmup_epochs
-        progress = (self.engine.epoch - self.pretrain_epochs - self.warmup_epochs) / search_epochs
-        coeff = self.regular_coeff * max(0.0, 1 - progress / self.regular_ratio)
-        probs = self.engine.model.edge_weights()
-        return coeff * probs[:, [OPS.index(op) for op in PARAM_FREE]].abs().sum()
+        coeff = self.regular_coeff * max(0.0, 1 - self.search_progress() / self.regular_ratio)
+        return coeff * self.param_free_mass()
 
-    # --- the step --------------------------------------------------------------------------------
-    def train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> float | None:
-        e, search = self.engine, self.engine.model
-        search.set_arch(None)
-        if self.genotype is None:  # pretraining: the search network alone
-            with e.autocast():
-                return e.optimize(e.criterion(e.forward_model(images), targets))
+    def search_progress(self) -> float:
+        """The fraction of the search epochs done."""
+        search_epochs = self.engine.cfg.train.epochs - self.pretrain_epochs - self.warmup_epochs
+        return (self.engine.epoch - self.pretrain_epochs - self.warmup_epochs) / search_epochs
+
+    def param_free_mass(self) -> torch.Tensor:
+        """Σ |softmax(α)| over the parameter-free ops of the searched α."""
+        probs = self.engine.model.edge_weights()
+        return probs[:, [OPS.index(op) for op in PARAM_FREE]].abs().sum()
+
+    # --- the step (the hooks below are what a controller of two networks in one module overrides) -------
+    def phase(self, epoch: int) -> str:
+        """pretrain, warmup or search: what the steps of `epoch` do."""
+        if epoch < self.pretrain_epochs:
+            return "pretrain"
+        return "warmup" if epoch < self.pretrain_epochs + self.warmup_epochs else "search"
+
+    def search_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, ensemble output) of the search network."""
+        out = self.engine.model(images)
+        return out, out
+
+    def eval_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, ensemble output) of the evaluation network, in training mode."""
         self.eval_net.train()
-        held_images, held_targets = e.next_batch("val")
-        if e.epoch < self.pretrain_epochs + self.warmup_epochs:  # warm-up: the evaluation network alone
-            with e.autocast():
-                return e.optimize(nn.functional.cross_entropy(self.eval_net(held_images), held_targets), "eval")
+        out = self.eval_net(images)
+        return out, out
+
+    def searched_alphas(self) -> list[nn.Parameter]:
+        """The architecture parameters the joint step moves."""
+        return self.engine.model.arch_parameters()
+
+    def arch_optimizer_name(self) -> str:
+        return "arch"
+
+    def joint_step(self, images: torch.Tensor, targets: torch.Tensor) -> None:
+        """The joint loss on a held-out batch moves the evaluation weights (clipped) and the searched α; the
+        gradients it would give the search network's own weights are never formed (the shared weights are the
+        evaluation optimizer's)."""
+        e = self.engine
         with e.autocast():
-            loss = joint_loss(search(held_images), self.eval_net(held_images), held_targets, self.lam,
-                              self.temperature, self.distance, self.regulariser())
-        if math.isfinite(float(loss.detach())):
-            eval_params = [p for g in self.eval_optimizer.param_groups for p in g["params"]]
-            for p in [*eval_params, *search.arch_parameters()]:  # the shared stem holds the last weight step's
-                p.grad = None
-            loss.backward(inputs=eval_params + search.arch_parameters())  # the search cells get no gradient
-            e.apply_gradients("eval", clip=self.grad_clip)
-            e.apply_gradients("arch")
-        else:
+            logits_search, em_search = self.search_outputs(images)
+            logits_eval, em_eval = self.eval_outputs(images)
+            loss = joint_loss(logits_search, logits_eval, targets, self.lam, self.temperature, self.distance,
+                              self.regulariser(), em_search, em_eval)
+        if not math.isfinite(float(loss.detach())):
             e.skipped_steps += 1
-        with e.autocast():
+            return
+        eval_params = [p for g in self.eval_optimizer.param_groups for p in g["params"]]
+        alphas = self.searched_alphas()
+        for p in [*eval_params, *alphas]:  # the shared weights hold the last weight step's
+            p.grad = None
+        loss.backward(inputs=eval_params + alphas)
+        e.apply_gradients("eval", clip=self.grad_clip)
+        e.apply_gradients(self.arch_optimizer_name())
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> float | None:
+        e = self.engine
+        e.model.set_arch(None)
+        phase = self.phase(e.epoch)
+        if phase != "pretrain":
+            held_images, held_targets = e.next_batch("val")
+            if phase == "warmup":  # the evaluation network alone
+                with e.autocast():
+                    logits = self.eval_outputs(held_images)[0]
+                    return e.optimize(nn.functional.cross_entropy(logits, held_targets), "eval")
+            self.joint_step(held_images, held_targets)
+        with e.autocast():  # the search network's weights, CE on the training batch
             return e.optimize(e.criterion(e.forward_model(images), targets))
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:

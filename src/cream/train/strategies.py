@@ -7,6 +7,7 @@ from cream.errors import ConfigError
 from cream.spaces.base import Space
 from cream.train.abs import Abs
 from cream.train.cdarts import Cdarts
+from cream.train.cdarts_darts import CdartsStages
 from cream.train.cream import Cream
 from cream.train.darts import Darts
 from cream.train.ensemble import DiversityShrink, EnsembleUniform
@@ -20,6 +21,8 @@ from cream.train.uniform import Uniform
 STRATEGIES: dict[str, type[Strategy]] = {"uniform": Uniform, "cream": Cream, "shrink": Shrink, "darts": Darts,
                                          "gdas": Gdas, "setn": Setn, "cdarts": Cdarts, "nse": Nse, "abs": Abs,
                                          "ensemble": EnsembleUniform, "ensemble_shrink": DiversityShrink}
+#: a strategy's class for spaces of one family where it differs from `STRATEGIES`' ((name, family) -> class)
+FAMILY_VARIANTS: dict[tuple[str, str], type[Strategy]] = {("cdarts", "darts_stages"): CdartsStages}
 
 
 def supernet_kind(cfg: StrategyConfig) -> str:
@@ -36,7 +39,7 @@ def _strategy_class(cfg: StrategyConfig) -> type[Strategy]:
 
 def make_strategy(cfg: StrategyConfig, space: Space, seed: int) -> Strategy:
     """The strategy `cfg.name` for `space`, with `cfg.kwargs`; a one-line error for bad parameters."""
-    cls = _strategy_class(cfg)
+    cls = FAMILY_VARIANTS.get((cfg.name, space.family), _strategy_class(cfg))
     try:
         return cls(space, seed=seed, **cfg.kwargs)
     except TypeError as e:
