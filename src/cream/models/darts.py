@@ -138,24 +138,31 @@ class DartsNetCIFAR(nn.Module):
         super().__init__()
         self.arch = validate_genotype(arch)
         self.num_classes, self.drop_path_rate = num_classes, drop_path_rate
+        reductions = (layers // 3, 2 * layers // 3)
+        self._build([(self.arch, i in reductions) for i in range(layers)], 2 * layers // 3, channels, auxiliary,
+                    stem_multiplier)
+
+    def _build(self, layout: list[tuple[Arch, bool]], aux_index: int, channels: int, auxiliary: bool,
+               stem_multiplier: int) -> None:
+        """Stem, one cell per (genotype, reduction) of `layout` in order (a reduction cell doubles the
+        channels), the auxiliary head after cell `aux_index`, classifier: shared by every layout of cells."""
         c_curr = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(3, c_curr, 3, padding=1, bias=False), nn.BatchNorm2d(c_curr))
         c_pp, c_p, c_curr = c_curr, c_curr, channels
         self.cells = nn.ModuleList()
-        reduction_prev, self.aux_index, c_aux = False, 2 * layers // 3, 0
-        for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+        reduction_prev, self.aux_index, c_aux = False, aux_index, 0
+        for i, (genotype, reduction) in enumerate(layout):
             c_curr = 2 * c_curr if reduction else c_curr
-            self.cells.append(Cell(self.arch["reduce" if reduction else "normal"], c_pp, c_p, c_curr, reduction,
+            self.cells.append(Cell(genotype["reduce" if reduction else "normal"], c_pp, c_p, c_curr, reduction,
                                    reduction_prev))
             reduction_prev = reduction
             c_pp, c_p = c_p, NODES * c_curr
             if i == self.aux_index:
                 c_aux = c_p
-        self.auxiliary_head = AuxiliaryHead(c_aux, num_classes) if auxiliary else None
+        self.auxiliary_head = AuxiliaryHead(c_aux, self.num_classes) if auxiliary else None
         self.num_features = c_p
         self.global_pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c_p, num_classes)
+        self.classifier = nn.Linear(c_p, self.num_classes)
         #: the auxiliary head's logits of the latest training-mode forward (None otherwise)
         self.aux_logits: torch.Tensor | None = None
 

@@ -16,6 +16,8 @@ or copying per forward.
 
 from __future__ import annotations
 
+from itertools import islice
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -183,6 +185,23 @@ class ElasticAttention(ElasticModule):
 
     def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         return self.proj(attend(self.qkv(x), self.active_heads, self.head_dim, self.irpe, grid))
+
+
+class ElasticStage(nn.Module):
+    """A downsample then the first `depth` of its blocks: elastic depth for hierarchical supernets (Swin,
+    EfficientViT), whose blocks past `depth` keep their weights for deeper archs."""
+
+    def __init__(self, downsample: nn.Module, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+        self.depth = len(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x)
+        for blk in islice(self.blocks, self.depth):
+            x = blk(x)
+        return x
 
 
 def active_state_dict(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:

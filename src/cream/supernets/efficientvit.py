@@ -20,7 +20,7 @@ from timm.models.efficientvit_msra import EfficientVitMsra
 from torch import Tensor, nn
 
 from cream.models.efficientvit import build_efficientvit, pretrained_cfg
-from cream.nn.elastic import ElasticLinear, active_state_dict
+from cream.nn.elastic import ElasticLinear, ElasticStage, active_state_dict
 from cream.nn.elastic_effvit import (
     ElasticBatchNorm,
     ElasticConvMlp,
@@ -78,20 +78,6 @@ class ElasticEfficientVitBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ffn1(self.dw1(self.mixer(self.ffn0(self.dw0(x)))))
-
-
-class ElasticStage(nn.Module):
-    def __init__(self, downsample: nn.Module, blocks: list[ElasticEfficientVitBlock]) -> None:
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-        self.depth = len(blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
-        for blk in islice(self.blocks, self.depth):
-            x = blk(x)
-        return x
 
 
 class ElasticNormLinear(nn.Module):

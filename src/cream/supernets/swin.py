@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from cream.errors import ConfigError, CreamError
 from cream.models.swin import build_swin, pretrained_cfg
-from cream.nn.elastic import ElasticConv2d, ElasticLayerNorm, ElasticLinear, active_state_dict
+from cream.nn.elastic import ElasticConv2d, ElasticLayerNorm, ElasticLinear, ElasticStage, active_state_dict
 from cream.nn.elastic_swin import ElasticPatchMerging, ElasticWindowAttention, shift_mask
 from cream.registry import SINGLE_PATH, register_supernet
 from cream.spaces.base import Arch
@@ -101,20 +101,6 @@ class ElasticPatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.norm(self.proj(x).permute(0, 2, 3, 1))
-
-
-class ElasticStage(nn.Module):
-    def __init__(self, downsample: nn.Module, blocks: list[ElasticSwinBlock]) -> None:
-        super().__init__()
-        self.downsample = downsample
-        self.blocks = nn.Sequential(*blocks)
-        self.depth = len(blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.downsample(x)
-        for blk in islice(self.blocks, self.depth):
-            x = blk(x)
-        return x
 
 
 class ElasticHead(nn.Module):
