@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-from timm.layers.attention import Attention, maybe_add_mask, resolve_self_attn_mask
+from timm.layers.attention import Attention
 from torch import Tensor, nn
 
 from cream.errors import ConfigError
@@ -226,6 +226,16 @@ class IRPE(nn.Module):
         return bins @ self.merged(self.table_v, H)
 
 
+def mask_bias(n: int, attn: Tensor, attn_mask: Tensor | None, is_causal: bool) -> Tensor | None:
+    """The additive form of an attention mask, as SDPA reads it: causal wins, a bool mask keeps its
+    True entries. (timm's own helper for this is newer than our timm floor.)"""
+    if is_causal:
+        return attn.new_full((n, n), float("-inf")).triu_(1)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        return torch.zeros_like(attn_mask, dtype=attn.dtype).masked_fill_(~attn_mask, float("-inf"))
+    return attn_mask
+
+
 class IRPEAttention(nn.Module):
     """timm's ViT `Attention` with iRPE: takes over an `Attention`'s layers (so parameter names stay
     timm's, plus `irpe.table_*`) and runs the explicit (non-fused) form with the three terms added.
@@ -256,7 +266,9 @@ class IRPEAttention(nn.Module):
         rel = self.irpe.qk_term(q, k, side, side)
         if rel is not None:
             attn = attn + rel
-        attn = maybe_add_mask(attn, resolve_self_attn_mask(N, attn, attn_mask, is_causal))
+        bias = mask_bias(N, attn, attn_mask, is_causal)
+        if bias is not None:
+            attn = attn + bias
         attn = self.attn_drop(attn.softmax(dim=-1))
         x = attn @ v
         rel = self.irpe.v_term(attn, side, side)
