@@ -98,7 +98,7 @@ def arm_auto(args, seed: int, teacher: Path, out: Path) -> dict:
     prune_step = args.prune_epochs * steps_per_epoch
     kwargs = {"sparsity": round(1 - counted(STUDENT) / counted(TEACHER), 4), "prune_step": prune_step,
               "warmup_steps": prune_step // 2, "lr": args.auto_lr, "lambda_lr": args.auto_lambda_lr,
-              "init_log_alpha": 3.0}
+              "init_log_alpha": 3.0, "two_sided": args.auto_two_sided}
     return run([*base_sets(args, args.student_epochs, seed), f"clip.teacher.cfg={TEACHER}",
                 f"clip.teacher.weights={teacher}", "clip.inherit.mode=auto",
                 f"clip.inherit.kwargs={json.dumps(kwargs)}", "clip.loss.logit_scale=50"], out)
@@ -121,6 +121,8 @@ def main() -> None:
     p.add_argument("--auto-lr", type=float, default=0.2, help="auto: log_alpha lr (the paper's 0.02 is for 1000s "
                                                                 "of steps)")
     p.add_argument("--auto-lambda-lr", type=float, default=1.0, help="auto: the multipliers' ascent lr")
+    p.add_argument("--auto-two-sided", action="store_true", help="auto: CoFi's two-sided Lagrangian (pulls an "
+                                                                   "overshoot of the target back)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--arms", default="scratch,manual,manual_own_scale,auto")
     p.add_argument("--out", default="", help="keep the runs here (default: a temporary folder)")

@@ -99,6 +99,19 @@ def test_lagrangian_is_ascended_in_lambda_and_descended_in_log_alpha():
     assert (l0.log_alpha["image"]["hidden"] < alpha).all()  # descent: gates move towards pruning
 
 
+def test_two_sided_lagrangian_pulls_an_overshoot_back_and_the_spec_s_ignores_it():
+    model = tiny_clip()
+    spec, cofi = L0Masks(model, 0.2, init_log_alpha=-3.0), L0Masks(model, 0.2, init_log_alpha=-3.0, two_sided=True)
+    assert spec.expected_sparsity()[0].item() > 0.5  # gates mostly closed: far past the 0.2 target
+    assert spec.lagrangian(step=0).item() == 0.0
+    opt = torch.optim.Adam(cofi.param_groups(lr=0.02, lambda_lr=0.02))
+    alpha = cofi.log_alpha["image"]["hidden"].detach().clone()
+    cofi.lagrangian(step=0).backward()
+    opt.step()
+    assert (cofi.log_alpha["image"]["hidden"] > alpha).all()  # gates reopen towards the target
+
+
+
 def _train_to_target(l0, steps):
     """The L0 loop with a stand-in for the distillation loss: a random utility of keeping each gate,
     which pulls back against the Lagrangian as a task loss does."""

@@ -20,7 +20,8 @@ from cream.clip.strategy import ClipDistill
 from cream.errors import ConfigError
 from cream.train.strategy import OwnedOptimizer, is_int, is_number
 
-KEYS = ("sparsity", "prune_step", "warmup_steps", "lr", "lambda_lr", "towers", "pooled", "init_log_alpha")
+KEYS = ("sparsity", "prune_step", "warmup_steps", "lr", "lambda_lr", "towers", "pooled", "init_log_alpha",
+        "two_sided")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class AutoSettings:
     towers: tuple[str, ...] = TOWERS
     pooled: bool = True
     init_log_alpha: float = INIT_LOG_ALPHA
+    two_sided: bool = False
 
 
 def _bad(key: str, value: Any, allowed: str) -> ConfigError:
@@ -62,12 +64,14 @@ def auto_settings(kwargs: dict) -> AutoSettings:
         raise _bad("towers", towers, "a non-empty list from [image, text]")
     if not isinstance(kwargs.get("pooled", True), bool):
         raise _bad("pooled", kwargs["pooled"], "true (one sparsity for both towers) or false")
+    if not isinstance(kwargs.get("two_sided", False), bool):
+        raise _bad("two_sided", kwargs["two_sided"], "false (the spec's one-sided Lagrangian) or true (CoFi's)")
     init = kwargs.get("init_log_alpha", INIT_LOG_ALPHA)
     if not is_number(init):
         raise _bad("init_log_alpha", init, f"a number (default {INIT_LOG_ALPHA}: every gate starts open)")
     return AutoSettings(tuple(float(s) for s in stages), prune_step, warmup,
                         float(kwargs.get("lr", 0.02)), float(kwargs.get("lambda_lr", 0.02)),
-                        tuple(towers), kwargs.get("pooled", True), float(init))
+                        tuple(towers), kwargs.get("pooled", True), float(init), kwargs.get("two_sided", False))
 
 
 class L0Distill(ClipDistill):

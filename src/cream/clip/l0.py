@@ -103,11 +103,14 @@ class L0Masks(nn.Module):
     target_sparsity is relative to `reference_params` (default: the model's counted parameters
     now), so a later stage of a 100 -> 75 -> 50 % schedule passes the original size and 0.5.
     start_sparsity defaults to the current sparsity; the target ramps linearly to target_sparsity
-    over warmup_steps. pooled=True joins the towers into one sparsity (the total-loss flag)."""
+    over warmup_steps. pooled=True joins the towers into one sparsity (the total-loss flag).
+    two_sided=False is the spec's Lagrangian, which only penalises too little sparsity; True is CoFi's
+    l1 * (t - s) + l2 * (t - s)^2, which also pulls an overshoot back (short runs overshoot the target)."""
 
     def __init__(self, model: nn.Module, target_sparsity: float, *, tower_names: tuple[str, ...] = ("image", "text"),
                  warmup_steps: int = 0, start_sparsity: float | None = None, pooled: bool = True,
-                 reference_params: dict[str, int] | None = None, init_log_alpha: float = INIT_LOG_ALPHA) -> None:
+                 reference_params: dict[str, int] | None = None, init_log_alpha: float = INIT_LOG_ALPHA,
+                 two_sided: bool = False) -> None:
         super().__init__()
         if not 0.0 <= target_sparsity < 1.0:
             raise ConfigError(f"target_sparsity = {target_sparsity!r} is not allowed; use a number in [0, 1)")
@@ -117,7 +120,7 @@ class L0Masks(nn.Module):
         self.counts = {t.name: _TowerCounts(model, t) for t in self.towers}
         self.reference = {t.name: (reference_params or {}).get(t.name, self.counts[t.name].full) for t in self.towers}
         self.groups = [tuple(tower_names)] if pooled else [(n,) for n in tower_names]
-        self.target_sparsity, self.warmup_steps = target_sparsity, warmup_steps
+        self.target_sparsity, self.warmup_steps, self.two_sided = target_sparsity, warmup_steps, two_sided
         now = [self._sparsity_of(g, {n: torch.tensor(float(self.counts[n].full)) for n in g}).item()
                for g in self.groups]
         self.start_sparsity = [start_sparsity if start_sparsity is not None else s for s in now]
@@ -176,10 +179,10 @@ class L0Masks(nn.Module):
         return [s + (self.target_sparsity - s) * frac for s in self.start_sparsity]
 
     def lagrangian(self, step: int) -> torch.Tensor:
-        """sum over groups of l1 * max(t - s, 0) + l2 * max(t - s, 0)^2."""
+        """sum over groups of l1 * g + l2 * g^2, g = max(t - s, 0) (or t - s when two-sided)."""
         loss = self.lambdas.new_zeros(())
         for (l1, l2), t, s in zip(self.lambdas, self.target(step), self.expected_sparsity(), strict=True):
-            gap = (t - s).clamp(min=0.0)
+            gap = t - s if self.two_sided else (t - s).clamp(min=0.0)
             loss = loss + l1 * gap + l2 * gap * gap
         return loss
 

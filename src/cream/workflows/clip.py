@@ -189,7 +189,8 @@ def _auto_stages(cfg: ClipRunConfig, run: RunDir, teacher: nn.Module, resume: bo
             if mask_run.write:
                 mask_run.checkpoints.mkdir(parents=True, exist_ok=True)
             l0 = L0Masks(student, sparsity, tower_names=settings.towers, warmup_steps=settings.warmup_steps,
-                         pooled=settings.pooled, reference_params=reference, init_log_alpha=settings.init_log_alpha)
+                         pooled=settings.pooled, reference_params=reference, init_log_alpha=settings.init_log_alpha,
+                         two_sided=settings.two_sided)
             mask_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=settings.prune_step))
             _fit(mask_cfg, student, data, mask_run, L0Distill(FrozenClip(teacher), _loss(cfg), l0, settings),
                  ckpt.continues(mask_run, resume))
