@@ -1,9 +1,10 @@
 """How well latency lookup tables and learned predictors predict measured latency (issue 15, acceptance 1-2).
 
 `timed` (default): for a space (the Cream MobileNet space at 224 px, or AutoFormer-T), draw
-`--eval` + `--train` distinct random archs; then, for `--rounds` rounds, time every layer
-candidate of the space *and* every arch, in one shuffled order per round, so that the load of
-the shared machine hits table entries and ground truth alike. Each job's value is the median
+`--eval` + `--train` distinct random archs and build them all; then, for `--rounds` rounds, time
+every layer candidate of the space *and* every arch interleaved (`cream.cost.latency.time_models`:
+each timed run is one pass over all of them in a fresh shuffled order), so that the machine's
+drift hits table entries and ground truth alike. Each job's value is the median
 over rounds of the protocol's statistic. The table (constant from 5 training archs) and
 predictors fitted on the training archs then predict the eval archs: Spearman rho and median
 absolute relative error. Both statistics (median, min of the timed runs) are reported.
@@ -33,9 +34,10 @@ import numpy as np
 from common import NB201_TABLE
 from scipy.stats import spearmanr
 
-from cream.cost.latency import TimingProtocol, environment, time_model
+from cream.cost.latency import TimingProtocol, environment, time_models
 from cream.cost.layers import layer_units
-from cream.cost.lut import LatencyPredictor, arch_features, make_regressor, table_from_times, time_arch
+from cream.cost.lut import LatencyPredictor, arch_features, make_regressor, model_input_size, table_from_times
+from cream.models import build_model
 from cream.spaces import get_space
 from cream.spaces.base import arch_key
 
@@ -69,19 +71,14 @@ def timed(args: argparse.Namespace) -> dict:
     proto = TimingProtocol(batch=1, threads=args.threads, warmup=args.warmup, repeats=args.repeats, clock=args.clock)
     units = layer_units(space).space_units(space)
     jobs = [("unit", k) for k in units] + [("arch", i) for i in range(len(archs))]
+    models = [(units[k].build(), units[k].input_size) for k in units]
+    models += [(m, model_input_size(m)) for m in (build_model(space, a) for a in archs)]
     results: dict = {job: [] for job in jobs}
     start = time.perf_counter()
     for r in range(args.rounds):
-        order = list(jobs)
-        rng.shuffle(order)
-        for n, job in enumerate(order):
-            if job[0] == "unit":
-                t = time_model(units[job[1]].build(), units[job[1]].input_size, proto)
-            else:
-                t = time_arch(space, archs[job[1]], proto)
+        for job, t in zip(jobs, time_models(models, proto, seed=args.seed + r), strict=True):
             results[job].append(t)
-            if n % 50 == 0:
-                print(f"round {r} job {n}/{len(order)} {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
+        print(f"round {r} done {time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
     out = {"space": args.space, "protocol": proto.to_dict(), "rounds": args.rounds, "eval_archs": len(evals),
            "train_archs": len(trains), "units": len(units), "environment": environment(proto),
            "wall_s": round(time.perf_counter() - start, 1)}

@@ -12,7 +12,7 @@ from conftest import TINY_CREAM
 from cream.cli import main
 from cream.config import SearchConfig
 from cream.cost import models as cost_models_module
-from cream.cost.latency import TimingProtocol, summarize, time_model
+from cream.cost.latency import TimingProtocol, summarize, time_model, time_models
 from cream.cost.layers import layer_units
 from cream.cost.lut import (
     LatencyPredictor,
@@ -54,6 +54,30 @@ def test_time_model_reports_median_and_spread():
     known = summarize([float(t) for t in (7, 1, 21, 14, 3, 19, 10, 2, 16, 5, 12, 20, 8, 4, 18, 11, 6, 15, 9, 17, 13)])
     assert known == {"median_ms": 11.0, "p10_ms": 3.0, "p90_ms": 19.0, "iqr_ms": 10.0, "min_ms": 1.0, "runs": 21}
 
+
+
+def test_time_models_interleaves_every_pass_after_all_warm_ups():
+    calls: list[tuple[str, int]] = []
+
+    class Probe(torch.nn.Module):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name, self.n = name, 0
+
+        def forward(self, x):
+            calls.append((self.name, self.n))
+            self.n += 1
+            return x
+
+    probes = [Probe(n) for n in "abc"]
+    timed = time_models([(p, (2,)) for p in probes], TimingProtocol(warmup=2, repeats=4))
+    assert [t["runs"] for t in timed] == [4, 4, 4]
+    warm, passes = calls[:6], calls[6:]
+    assert warm == [(n, i) for n in "abc" for i in (0, 1)]  # every warm-up before any timed run
+    for k in range(4):  # each pass runs every model once (its own order)
+        assert sorted(name for name, _ in passes[3 * k:3 * k + 3]) == ["a", "b", "c"]
+    orders = {tuple(name for name, _ in passes[3 * k:3 * k + 3]) for k in range(4)}
+    assert len(orders) > 1  # shuffled per pass, not one fixed order
 
 @pytest.mark.parametrize("kwargs, key", [({"batch": 0}, "batch"), ({"device": "tpu"}, "device"),
                                          ({"precision": "fp16"}, "precision"), ({"statistic": "mean"}, "statistic")])

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cream.atomic import atomic_write_text
-from cream.cost.latency import TimingProtocol, environment, time_model
+from cream.cost.latency import TimingProtocol, environment, time_model, time_models
 from cream.cost.layers import layer_units
 from cream.cost.models import register_cost_model
 from cream.errors import ConfigError, CreamError
@@ -49,10 +49,27 @@ def time_arch(space: Space, arch: Arch, protocol: TimingProtocol) -> dict[str, f
     return time_model(model, model_input_size(model), protocol)
 
 
+#: the most standalone archs held in memory to be timed together (interleaved) by `time_archs`
+ARCH_CHUNK = 64
+
+
+def time_archs(space: Space, archs: Sequence[Arch], protocol: TimingProtocol) -> list[float]:
+    """The protocol's statistic (ms) of each arch's standalone network, timed interleaved (`time_models`)
+    in chunks of `ARCH_CHUNK` networks, so that the machine's drift falls on all of them alike."""
+    out: list[float] = []
+    for i in range(0, len(archs), ARCH_CHUNK):
+        models = [build_model(space, a) for a in archs[i:i + ARCH_CHUNK]]
+        out += [protocol.value(t) for t in time_models([(m, model_input_size(m)) for m in models], protocol)]
+    return out
+
+
 def time_units(space: Space, protocol: TimingProtocol, keys: Sequence[str] | None = None) -> dict[str, float]:
-    """Time (ms, the protocol's statistic) of each unit of `space` (all of them, or those in `keys`)."""
+    """Time (ms, the protocol's statistic) of each unit of `space` (all of them, or those in `keys`), all
+    interleaved (`time_models`)."""
     units = layer_units(space).space_units(space)
-    return {k: protocol.value(time_model(units[k].build(), units[k].input_size, protocol)) for k in (keys or units)}
+    keys = list(keys or units)
+    timed = time_models([(units[k].build(), units[k].input_size) for k in keys], protocol)
+    return {k: protocol.value(t) for k, t in zip(keys, timed, strict=True)}
 
 
 @dataclass
@@ -99,16 +116,21 @@ def table_from_times(space: Space, protocol: TimingProtocol, units: dict[str, fl
 
 def build_lut(space: Space, protocol: TimingProtocol, calibration_archs: int = 5, seed: int = 0,
               progress: Callable[[str], None] | None = None) -> LatencyTable:
-    """Time every unit of `space` once, and `calibration_archs` random archs (seeded) for the constant."""
+    """Time every unit of `space` and `calibration_archs` random archs (seeded) for the constant, all in
+    one interleaved batch (`time_models`), so that units and archs meet the same machine."""
     if calibration_archs < 1:
         raise ConfigError(f"calibration archs = {calibration_archs} must be >= 1 (the constant is measured)")
-    units = time_units(space, protocol)
-    if progress:
-        progress(f"timed {len(units)} layer candidates")
+    units = layer_units(space).space_units(space)
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(calibration_archs)]
-    calibration = [(arch, protocol.value(time_arch(space, arch, protocol))) for arch in archs]
-    return table_from_times(space, protocol, units, calibration)
+    models = [build_model(space, a) for a in archs]
+    timed = time_models([(u.build(), u.input_size) for u in units.values()]
+                        + [(m, model_input_size(m)) for m in models], protocol)
+    ms = [protocol.value(t) for t in timed]
+    if progress:
+        progress(f"timed {len(units)} layer candidates and {len(archs)} calibration archs")
+    return table_from_times(space, protocol, dict(zip(units, ms[:len(units)], strict=True)),
+                            list(zip(archs, ms[len(units):], strict=True)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,7 +227,7 @@ def fit_predictor(space: Space, protocol: TimingProtocol, archs: int = 200, seed
             drawn.append(arch)
         if len(drawn) == archs:
             break
-    ms = [protocol.value(time_arch(space, a, protocol)) for a in drawn]
+    ms = time_archs(space, drawn, protocol)
     return LatencyPredictor(space.to_config(), protocol, drawn, ms, estimator, environment(protocol))
 
 
